@@ -1,0 +1,62 @@
+"""Frozen values passed between the stages: image -> text boxes -> recognized lines -> result.
+
+Stages never mutate what they receive; each returns one of these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Point = tuple[float, float]
+Quad = tuple[Point, Point, Point, Point]
+
+
+@dataclass(frozen=True)
+class TextBox:
+    """A detected text line: 4 corners (clockwise from top-left) in image pixels, and the DB score."""
+
+    points: Quad
+    score: float
+
+    def as_array(self) -> np.ndarray:
+        return np.asarray(self.points, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """One recognized line: text, confidence (mean of the kept CTC character probabilities), box."""
+
+    text: str
+    confidence: float
+    box: Quad
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "confidence": round(self.confidence, 4),
+            "box": [[round(x, 1), round(y, 1)] for x, y in self.box],
+        }
+
+
+@dataclass(frozen=True)
+class OcrResult:
+    """What the engine returns for one image: the lines in reading order and the stage timings."""
+
+    lines: tuple[TextLine, ...]
+    width: int
+    height: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line.text for line in self.lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "lines": [line.to_dict() for line in self.lines],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
