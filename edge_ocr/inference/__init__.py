@@ -1,0 +1,1 @@
+"""onnxruntime inference stages: detector, angle classifier, recognizer, CTC decoding."""

@@ -1,0 +1,75 @@
+"""CTC text-line recognition, batched by aspect ratio into width buckets.
+
+Lines are sorted by width/height and batched so a batch is padded only to its own widest line (rounded
+up to a bucket of 32 px), not to a fixed 320 px or to the widest line of the image: most receipt
+lines are short, and padding is compute spent on nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from edge_ocr.errors import ModelError
+from edge_ocr.inference.ctc import greedy_decode
+from edge_ocr.inference.session import run
+from edge_ocr.preprocess import normalize_chw
+
+HEIGHT = 48
+BUCKET = 32
+
+
+def charset_from_metadata(session: ort.InferenceSession) -> tuple[str, ...]:
+    """The model's own dictionary (metadata key `character`), plus the space PP-OCR appends last."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if "character" not in meta:
+        raise ModelError("recognizer model has no `character` metadata (charset)")
+    chars = tuple(meta["character"].splitlines()) + (" ",)
+    classes = session.get_outputs()[0].shape[-1]
+    if isinstance(classes, int) and classes != len(chars) + 1:
+        raise ModelError(f"charset has {len(chars)} symbols but the model outputs {classes} classes")
+    return chars
+
+
+class Recognizer:
+    """Immutable; `recognize(crops)` returns (text, confidence) per crop, in input order."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        batch_size: int = 8,
+        min_width: int = 96,
+        max_width: int = 2048,
+    ) -> None:
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self.charset = charset_from_metadata(session)
+        self.batch_size = batch_size
+        self.min_width = min_width
+        self.max_width = max_width
+
+    def _width(self, img: np.ndarray) -> int:
+        h, w = img.shape[:2]
+        return min(self.max_width, max(1, int(math.ceil(HEIGHT * w / max(h, 1)))))
+
+    def recognize(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        widths = [self._width(c) for c in crops]
+        order = sorted(range(len(crops)), key=lambda i: widths[i])
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            bw = max(self.min_width, max(widths[i] for i in idx))
+            bw = min(self.max_width, int(math.ceil(bw / BUCKET)) * BUCKET)
+            batch = np.zeros((len(idx), 3, HEIGHT, bw), dtype=np.float32)
+            for k, i in enumerate(idx):
+                rw = min(widths[i], bw)
+                batch[k, :, :, :rw] = normalize_chw(
+                    cv2.resize(crops[i], (rw, HEIGHT), interpolation=cv2.INTER_LINEAR)
+                )
+            probs = run(self._session, {self._input: batch})[0]
+            for k, decoded in enumerate(greedy_decode(probs, self.charset)):
+                results[idx[k]] = decoded
+        return results

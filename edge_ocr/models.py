@@ -1,0 +1,85 @@
+"""The model manifest and the sha256 check that guards every model file before it is loaded.
+
+`models/manifest.yaml` (written by `edge_ocr.modelbuild`) lists per role (det, rec, cls) the variants
+built (fp32, int8), their files and sha256, and which variant is the default. Nothing here downloads
+or builds anything: a missing or altered file is refused with the command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from edge_ocr.errors import ModelError
+
+ROLES = ("det", "rec", "cls")
+REBUILD = "run `edge-ocr models build` to rebuild the model files"
+
+
+def default_models_dir() -> Path:
+    """$EDGE_OCR_MODELS, else the repository's models/ beside the package (editable installs)."""
+    env = os.environ.get("EDGE_OCR_MODELS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    role: str
+    variant: str
+    path: Path
+    sha256: str
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_manifest(models_dir: Path) -> dict:
+    path = models_dir / "manifest.yaml"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            manifest = yaml.safe_load(fh)
+    except FileNotFoundError as exc:
+        raise ModelError(f"model manifest {path} not found", remedy=REBUILD) from exc
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelError(f"model manifest {path} cannot be read: {exc}", remedy=REBUILD) from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
+        raise ModelError(f"model manifest {path} has no `models` mapping", remedy=REBUILD)
+    return manifest
+
+
+def resolve(models_dir: Path, role: str, variant: str | None = None) -> ModelFile:
+    """Find a role's file (the manifest's default variant unless one is named) and verify its sha256."""
+    manifest = load_manifest(models_dir)
+    entry = manifest["models"].get(role)
+    if not isinstance(entry, dict):
+        raise ModelError(f"model manifest in {models_dir} has no entry for role {role!r}", remedy=REBUILD)
+    variant = variant or entry.get("default")
+    variants = entry.get("variants") or {}
+    if variant not in variants:
+        raise ModelError(
+            f"model role {role!r} has no variant {variant!r} (available: {', '.join(variants) or 'none'})"
+        )
+    spec = variants[variant]
+    path = models_dir / spec["file"]
+    expected = str(spec["sha256"]).lower()
+    if not path.is_file():
+        raise ModelError(f"model file {path} is missing", remedy=REBUILD)
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ModelError(
+            f"model file {path} is altered: sha256 {actual[:16]}… does not match the manifest's "
+            f"{expected[:16]}…; refusing to load it",
+            remedy=REBUILD,
+        )
+    return ModelFile(role=role, variant=variant, path=path, sha256=actual)
