@@ -54,7 +54,9 @@ class Engine:
 
     @staticmethod
     def _check(image: np.ndarray) -> None:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3):
+            raise InputError("engine input must be a uint8 BGR image of shape (H, W, 3)")
+        if image.shape[2] != 3:
             raise InputError("engine input must be a uint8 BGR image of shape (H, W, 3)")
         if min(image.shape[:2]) < 2:
             raise InputError(f"image of {image.shape[1]}x{image.shape[0]} pixels is too small")
@@ -79,7 +81,7 @@ class Engine:
         read = self._read(crops, timings)
         lines = tuple(
             TextLine(text=text, confidence=conf, box=b.points)
-            for b, (text, conf) in zip(boxes, read)
+            for b, (text, conf) in zip(boxes, read, strict=True)
             if text.strip() and conf >= self.settings.min_confidence
         )
         timings["total"] = (time.perf_counter() - t0) * 1000
