@@ -41,7 +41,6 @@ class InputError(EdgeOcrError):
     """An input image cannot be used (corrupt, truncated, empty, not an image, too large)."""
 
     exit_code = 4
-    remedy = "check the file; it is kept unchanged"
 
 
 class ImageTooLargeError(InputError):

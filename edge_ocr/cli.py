@@ -1,0 +1,177 @@
+"""Command line: `edge-ocr ocr|bench|models|config|run`. The only place errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from edge_ocr import __version__
+from edge_ocr.errors import EdgeOcrError
+
+log = logging.getLogger("edge_ocr")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _expand(paths: list[str]) -> Iterator[Path]:
+    """Files as given; directories expanded to the images inside them (sorted, recursive)."""
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            yield from sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal and there are many inputs."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.enabled = total > 1 and sys.stderr.isatty()
+        self.done = 0
+
+    def step(self) -> None:
+        self.done += 1
+        if self.enabled:
+            width = 30
+            filled = width * self.done // self.total
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
+            if self.done == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _engine_from_args(args: argparse.Namespace):  # -> Engine, imported lazily for a fast --help
+    from edge_ocr.pipeline import Engine, EngineSettings
+
+    kwargs = {"threads": args.threads, "use_cls": not args.no_cls, "precision": args.precision}
+    if args.models:
+        kwargs["models_dir"] = Path(args.models)
+    return Engine(EngineSettings(**kwargs))
+
+
+def cmd_ocr(args: argparse.Namespace) -> int:
+    from edge_ocr.decode import read_image
+    from edge_ocr.draw import draw_result
+
+    engine = _engine_from_args(args)
+    inputs = list(_expand(args.paths))
+    progress = _Progress(len(inputs))
+    failures = 0
+    if args.draw:
+        Path(args.draw).mkdir(parents=True, exist_ok=True)
+    for path in inputs:
+        try:
+            image = read_image(path, max_pixels=args.max_pixels)
+            result = engine.run_line(image) if args.line else engine.run(image)
+        except EdgeOcrError as exc:
+            failures += 1
+            if args.json:
+                print(json.dumps({"source": str(path), "error": str(exc)}, ensure_ascii=False), flush=True)
+            else:
+                print(f"edge-ocr: {path}: {exc}", file=sys.stderr)
+            progress.step()
+            continue
+        if args.json:
+            print(json.dumps({"source": str(path), **result.to_dict()}, ensure_ascii=False), flush=True)
+        else:
+            if len(inputs) > 1:
+                print(f"==> {path} <==")
+            print(result.text, flush=True)
+        if args.draw:
+            draw_result(image, result, Path(args.draw) / (path.stem + ".png"))
+        progress.step()
+    if not inputs:
+        print("edge-ocr: no input images", file=sys.stderr)
+        return 2
+    return 1 if failures else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from edge_ocr import models
+
+    models_dir = Path(args.models) if args.models else models.default_models_dir()
+    if args.action == "verify":
+        for role in models.ROLES:
+            f = models.resolve(models_dir, role)
+            print(f"{role}: {f.path.name} ({f.variant}) sha256 ok")
+        return 0
+    from edge_ocr import modelbuild
+
+    if args.action == "build":
+        modelbuild.build(models_dir, wheel=Path(args.wheel) if args.wheel else None)
+    else:
+        modelbuild.calibrate(models_dir, Path(args.data))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge_ocr import bench
+
+    return bench.run(args)
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (default 1)")
+    p.add_argument("--precision", choices=["fp32", "int8"], help="force a precision (default: manifest)")
+    p.add_argument("--no-cls", action="store_true", help="skip the 180-degree line classifier")
+    p.add_argument("--models", help="models directory (default: $EDGE_OCR_MODELS or the repo's models/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-ocr", description="On-device OCR daemon and tools.")
+    parser.add_argument("--version", action="version", version=f"edge-ocr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ocr", help="read text from image files")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or directories")
+    p.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
+    p.add_argument("--line", action="store_true", help="each input is one text line (no detection)")
+    p.add_argument("--draw", metavar="DIR", help="write each image with boxes and text drawn over it")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images (bombs)")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_ocr)
+
+    p = sub.add_parser("models", help="build, calibrate or verify the model files")
+    p.add_argument("action", choices=["build", "calibrate", "verify"])
+    p.add_argument("--models", help="models directory (default: $EDGE_OCR_MODELS or the repo's models/)")
+    p.add_argument("--wheel", help="build: use this local rapidocr_onnxruntime wheel instead of pip download")
+    p.add_argument("--data", default="../shared/eval", help="calibrate: the eval data directory")
+    p.set_defaults(func=cmd_models)
+
+    try:
+        from edge_ocr import bench
+
+        p = sub.add_parser("bench", help="accuracy and speed on the eval data")
+        bench.add_arguments(p)
+        p.set_defaults(func=cmd_bench)
+    except ImportError:  # bench module not present in this build
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except EdgeOcrError as exc:
+        print(f"edge-ocr: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (e.g. `| head`): not an error of ours; silence the interpreter's report.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
