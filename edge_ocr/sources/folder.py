@@ -1,0 +1,780 @@
+"""The hot-folder source: hands each complete file in a watched folder to the daemon exactly once.
+
+What this module owns:
+
+* **Completeness.** A file is taken on close-after-write (inotify ``IN_CLOSE_WRITE``) or when it is
+  renamed/moved into the folder. Writers that never close cleanly (network copies, a process that keeps
+  its fd open) are taken once size, mtime and ctime have not changed for ``stable_s``. Zero-byte files
+  always go through that stability wait, because "create empty, then write" writers exist. Writers that
+  close between chunks should write ``NAME.part`` and rename: ``*.part`` is always ignored.
+* **Discovery.** Files present at start are taken; a periodic rescan (``rescan_s``) catches missed
+  events; a watchdog ``PollingObserver`` replaces inotify when asked, when the folder is on a network or
+  FUSE mount (detected from ``/proc/self/mounts``) or when inotify cannot start (e.g. the watch limit).
+* **Exactly once, never dropped.** Paths handed out stay *in flight* until :meth:`FolderSource.complete`;
+  while the consumer is full, files stay in the inbox and are handed out when it has room again.
+* **Lifecycle.** :meth:`FolderSource.complete` moves a file to ``done_dir`` (or deletes it) or to
+  ``failed_dir`` with ``NAME.error.json`` beside it. Names are kept; a clash gets a counter suffix
+  (``photo.1.jpg``), nothing is ever overwritten. In recursive mode the subfolder structure below the
+  inbox is kept below ``done_dir``/``failed_dir``, so same-named files from different folders stay apart.
+
+One owner thread holds all discovery state; watchdog's threads only enqueue events to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import queue
+import re
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from edge_ocr.errors import ConfigError, SourceError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INCLUDE: tuple[str, ...] = ("*.jpg", "*.jpeg", "*.png", "*.bmp", "*.tif", "*.tiff", "*.webp")
+_IGNORED_SUFFIXES = (".part", ".tmp")
+# Filesystems whose changes may be made by another kernel, so inotify never hears of them.
+_NETWORK_FS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "davfs",
+        "vboxsf",
+        "virtiofs",
+        "fuse",
+        "sshfs",
+    }
+)
+# Bounds memory for a huge inbox; paths beyond it stay on disk and come back through a rescan.
+_MAX_TRACKED = 20_000
+_CHUNK = 1 << 20
+_EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
+# Several sources (and worker threads) may share a done/failed dir: choosing a free name and
+# renaming into it must not interleave, or two files could pick the same name.
+_MOVE_LOCK = threading.Lock()
+
+_Sig = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+
+
+@dataclass(frozen=True)
+class FolderSettings:
+    """Everything one hot folder needs; config.py builds this from a `sources:` entry."""
+
+    name: str
+    path: Path
+    failed_dir: Path
+    done_dir: Path | None = None
+    on_success: Literal["move", "delete"] = "move"
+    poll: Literal["auto"] | bool = "auto"
+    poll_interval_s: float = 2.0
+    stable_s: float = 5.0
+    rescan_s: float = 60.0
+    recursive: bool = False
+    include: tuple[str, ...] = DEFAULT_INCLUDE
+    exclude: tuple[str, ...] = ()
+    max_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        def fail(key: str, why: str) -> ConfigError:
+            return ConfigError(f"source {self.name!r}: {key}: {why}")
+
+        for key in ("path", "failed_dir", "done_dir"):
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, Path(value).expanduser().absolute())
+        # Patterns are matched case-insensitively: cameras write IMG_0001.JPG.
+        object.__setattr__(self, "include", tuple(p.lower() for p in self.include))
+        object.__setattr__(self, "exclude", tuple(p.lower() for p in self.exclude))
+        if self.on_success not in ("move", "delete"):
+            raise fail("on_success", f"must be 'move' or 'delete', not {self.on_success!r}")
+        if self.on_success == "move" and self.done_dir is None:
+            raise fail("done_dir", "required when on_success is 'move'")
+        if self.on_success == "delete" and self.done_dir is not None:
+            raise fail("done_dir", "must not be set when on_success is 'delete'")
+        if self.poll not in ("auto", True, False):
+            raise fail("poll", f"must be 'auto', true or false, not {self.poll!r}")
+        for key in ("poll_interval_s", "stable_s", "rescan_s", "max_bytes"):
+            if not getattr(self, key) > 0:
+                raise fail(key, "must be greater than 0")
+        if not self.include:
+            raise fail("include", "must list at least one pattern")
+        for key in ("failed_dir", "done_dir"):
+            if getattr(self, key) == self.path:
+                raise fail(key, "must differ from path")
+
+
+@dataclass(frozen=True)
+class FolderItem:
+    """One complete file, read once: its bytes and their sha256, or why it could not be read."""
+
+    source: str
+    path: Path
+    relpath: str  # below the inbox, '/'-separated
+    size: int
+    mtime: float
+    sha256: str | None
+    data: bytes | None = field(repr=False)
+    # Set instead of data when the file is not read: {"type": "oversize"|"unreadable", "message": ...}.
+    error: dict[str, Any] | None = None
+
+
+@dataclass
+class _Pending:
+    sig: _Sig
+    since: float
+
+
+def _sig(st: os.stat_result) -> _Sig:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def fs_type(path: str | Path, mounts: str | None = None) -> str:
+    """The type of the filesystem holding `path`, from /proc/self/mounts ('' when unknown)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/self/mounts").read_text()
+        except OSError:
+            return ""
+    target = os.path.realpath(path)
+    best, best_type = "", ""
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        # The kernel escapes spaces and tabs in mount points as octal (\040).
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, parts[2]
+    return best_type
+
+
+def is_network_fs(fstype: str) -> bool:
+    """True where inotify is blind to changes. fuseblk (ntfs-3g, exfat on USB) is a local disk."""
+    return fstype in _NETWORK_FS or fstype.startswith("fuse.")
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs on watchdog's thread: only translates events and hands them to the owner thread."""
+
+    def __init__(self, put: Callable[[tuple[str, str, str]], None]) -> None:
+        self._put = put
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        dest = os.fsdecode(event.dest_path) if event.dest_path else ""
+        if event.is_directory:
+            if event.event_type in ("created", "moved"):
+                self._put(("dir", dest or src, ""))
+        elif event.event_type in ("closed", "moved", "deleted"):
+            self._put((event.event_type, src, dest))
+        elif event.event_type in ("created", "modified"):
+            self._put(("changed", src, ""))
+
+
+class FolderSource:
+    """Watches one folder and hands complete files to `output`, each once, until stopped.
+
+    `output` is a bounded `queue.Queue` (full means "hold files") or a callable taking a FolderItem,
+    optionally paired with `can_accept()` saying whether the consumer has room. The source stops when
+    the daemon's `stop` event is set or when :meth:`stop` is called (which leaves `stop` alone, so one
+    source can be restarted on reload without stopping the daemon).
+    """
+
+    def __init__(
+        self,
+        settings: FolderSettings,
+        stop: threading.Event,
+        output: queue.Queue[FolderItem] | Callable[[FolderItem], None],
+        can_accept: Callable[[], bool] | None = None,
+    ) -> None:
+        if isinstance(output, queue.Queue) and output.maxsize <= 0:
+            raise ValueError("output queue must be bounded (maxsize > 0) for back pressure")
+        self.settings = settings
+        self._stop = stop
+        self._halt = threading.Event()
+        self._output = output
+        self._can_accept = can_accept
+        self._events: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
+        self._root = os.path.realpath(settings.path)
+        self._skip_dirs: tuple[str, ...] = ()
+        self._trust_ctime = True
+        self._pending: dict[str, _Pending] = {}
+        self._ready: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) when found complete
+        self._lock = threading.Lock()  # guards _in_flight and counters touched by complete()
+        self._in_flight: dict[str, tuple[int, int, int]] = {}  # path -> (inode, size, mtime_ns)
+        self._counts = {"handed_out": 0, "done": 0, "failed": 0}
+        self._held = False
+        self._overflow = False
+        self._rescan_due = True
+        self._observer: BaseObserver | None = None
+        self._thread: threading.Thread | None = None
+        self.mode = ""  # 'inotify' or 'polling' once started
+        self.heartbeat = time.monotonic()  # last owner-loop pass; the daemon's watchdog reads it
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Create the folders, start watching, then start the owner thread (initial scan included)."""
+        if self._thread is not None:
+            raise RuntimeError("FolderSource already started")
+        s = self.settings
+        for d in (s.path, s.done_dir, s.failed_dir):
+            if d is None:
+                continue
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SourceError(
+                    f"source {s.name!r}: cannot create {d}: {exc}",
+                    remedy="create the folder or give the edge-ocr user write access to it",
+                ) from exc
+        self._root = os.path.realpath(s.path)
+        inner = [os.path.realpath(d) for d in (s.done_dir, s.failed_dir) if d is not None]
+        self._skip_dirs = tuple(d for d in inner if d.startswith(self._root + os.sep))
+        fstype = fs_type(self._root)
+        self._trust_ctime = not is_network_fs(fstype)
+        use_poll = (not self._trust_ctime) if s.poll == "auto" else bool(s.poll)
+        self._start_observer(use_poll, fstype)
+        self._thread = threading.Thread(target=self._run, name=f"folder-{s.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop watching and join the owner thread. Items already handed out remain in flight."""
+        self._halt.set()
+        self._events.put(("wake", "", ""))
+        self._stop_observer(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("folder %s: owner thread did not stop within %.1f s", self.settings.name, timeout)
+
+    def request_rescan(self) -> None:
+        """Ask for a rescan soon (e.g. after `resume`); safe from any thread."""
+        self._events.put(("rescan", "", ""))
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            counts = dict(self._counts, in_flight=len(self._in_flight))
+        return dict(
+            counts, mode=self.mode, pending=len(self._pending), ready=len(self._ready), holding=self._held
+        )
+
+    # ----------------------------------------------------------------- completion
+
+    def complete(self, path: str | Path, ok: bool, reason: dict[str, Any] | None = None) -> Path | None:
+        """Finish a handed-out file: to done_dir (or deleted) when ok, else to failed_dir + error.json.
+
+        Returns where the file went (None when deleted or left in place). A file that changed since
+        it was handed out (same name, new content) is left in the inbox and offered again. Raises
+        SourceError when the file cannot be moved; it is then offered again after the next rescan.
+        """
+        src = os.path.abspath(path)
+        s = self.settings
+        with self._lock:
+            ident = self._in_flight.get(src)
+        try:
+            try:
+                st = os.stat(src)
+            except FileNotFoundError:
+                log.warning("folder %s: %s vanished before it could be completed", s.name, src)
+                return None
+            if ident is not None and ident != (st.st_ino, st.st_size, st.st_mtime_ns):
+                log.warning("folder %s: %s changed while processed; offering it again", s.name, src)
+                self._events.put(("changed", src, ""))
+                return None
+            rel_dir = os.path.dirname(os.path.relpath(src, self._root))
+            if rel_dir.startswith(".."):  # not below the inbox: keep just the name
+                rel_dir = ""
+            try:
+                if ok and s.on_success == "delete":
+                    os.unlink(src)
+                    dest = None
+                elif ok:
+                    assert s.done_dir is not None
+                    dest = _move(src, s.done_dir / rel_dir, None)
+                else:
+                    dest = _move(src, s.failed_dir / rel_dir, self._error_doc(src, reason))
+            except OSError as exc:
+                where = s.failed_dir if not ok else (s.done_dir or s.path)
+                raise SourceError(
+                    f"source {s.name!r}: cannot finish {src}: {exc}",
+                    remedy=f"check free space and write access to {where}",
+                ) from exc
+            with self._lock:
+                self._counts["done" if ok else "failed"] += 1
+            log.debug("folder %s: %s -> %s", s.name, src, dest or "deleted")
+            return dest
+        finally:
+            with self._lock:
+                self._in_flight.pop(src, None)
+
+    def _error_doc(self, src: str, reason: dict[str, Any] | None) -> dict[str, Any]:
+        reason = dict(reason or {})
+        return {
+            "source": self.settings.name,
+            "original_path": src,
+            "error_type": reason.get("error_type") or reason.get("type") or "unknown",
+            "reason": reason,
+            "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    # ----------------------------------------------------------------- watching
+
+    def _start_observer(self, use_poll: bool, fstype: str) -> None:
+        s = self.settings
+        handler = _Handler(self._events.put)
+        if not use_poll:
+            observer: BaseObserver = Observer()
+            try:
+                observer.schedule(handler, self._root, recursive=s.recursive, event_filter=_EVENT_FILTER)
+                observer.start()
+                self._observer, self.mode = observer, "inotify"
+                log.info("folder %s: watching %s with inotify", s.name, self._root)
+                return
+            except OSError as exc:
+                # ENOSPC here is fs.inotify.max_user_watches; EMFILE is max_user_instances.
+                log.warning(
+                    "folder %s: inotify unavailable for %s (%s); polling every %.1f s instead",
+                    s.name,
+                    self._root,
+                    exc,
+                    s.poll_interval_s,
+                )
+        observer = PollingObserver(timeout=s.poll_interval_s)
+        try:
+            observer.schedule(handler, self._root, recursive=s.recursive, event_filter=_EVENT_FILTER)
+            observer.start()
+        except OSError as exc:
+            raise SourceError(
+                f"source {s.name!r}: cannot watch {self._root}: {exc}",
+                remedy="check that the folder exists and is readable",
+            ) from exc
+        self._observer, self.mode = observer, "polling"
+        log.info(
+            "folder %s: polling %s every %.1f s (filesystem %s)",
+            s.name,
+            self._root,
+            s.poll_interval_s,
+            fstype or "unknown",
+        )
+
+    def _stop_observer(self, timeout: float) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            observer.join(timeout)
+
+    def _check_observer(self) -> None:
+        """Restart a watcher whose thread died (e.g. the folder was removed and recreated)."""
+        observer = self._observer
+        if observer is None or (observer.is_alive() and all(e.is_alive() for e in observer.emitters)):
+            return
+        log.warning("folder %s: watcher stopped; restarting it", self.settings.name)
+        self._stop_observer(1.0)
+        try:
+            os.makedirs(self._root, exist_ok=True)
+            self._start_observer(self.mode == "polling", fs_type(self._root))
+        except (OSError, SourceError) as exc:
+            log.error("folder %s: cannot restart the watcher: %s", self.settings.name, exc)
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or self._halt.is_set()
+
+    def _run(self) -> None:
+        s = self.settings
+        tick = min(1.0, max(0.05, s.stable_s / 4))
+        next_rescan = 0.0
+        while not self._stopping():
+            self.heartbeat = now = time.monotonic()
+            # Sleep until an event arrives; wake at least every second to notice an external stop,
+            # every tick while files await stability or consumer room.
+            wait = next_rescan - now
+            if self._pending or self._ready:
+                wait = min(wait, tick)
+            try:
+                msg: tuple[str, str, str] | None = self._events.get(timeout=max(0.0, min(wait, 1.0)))
+            except queue.Empty:
+                msg = None
+            try:
+                while msg is not None and not self._stopping():
+                    self._handle(*msg)
+                    msg = self._events.get_nowait() if not self._events.empty() else None
+                if self._stopping():
+                    break
+                now = time.monotonic()
+                if self._overflow and len(self._pending) + len(self._ready) < _MAX_TRACKED // 2:
+                    self._overflow, self._rescan_due = False, True
+                if self._rescan_due or now >= next_rescan:
+                    self._rescan_due = False
+                    next_rescan = now + s.rescan_s
+                    self._check_observer()
+                    self._scan(self._root)
+                self._check_pending(time.monotonic())
+                self._dispatch()
+            except Exception:
+                # No single bad file or filesystem hiccup may take the watcher down.
+                log.exception("folder %s: unexpected error; continuing", s.name)
+        log.info("folder %s: stopped", s.name)
+
+    def _handle(self, kind: str, src: str, dest: str) -> None:
+        if kind == "closed":
+            self._observe(src, complete=True)
+        elif kind == "moved":
+            self._forget(src)
+            self._observe(dest, complete=True)
+        elif kind == "changed":
+            self._observe(src, complete=False)
+        elif kind == "deleted":
+            self._forget(src)
+        elif kind == "dir":
+            if self.settings.recursive and self._dir_wanted(src):
+                self._scan(src)
+        elif kind == "rescan":
+            self._rescan_due = True
+
+    def _forget(self, path: str) -> None:
+        self._pending.pop(path, None)
+        self._ready.pop(path, None)
+
+    # ----------------------------------------------------------------- selection
+
+    def _dir_wanted(self, path: str) -> bool:
+        rel = os.path.relpath(path, self._root)
+        if rel == ".":
+            return True
+        if rel.startswith(".."):
+            return False
+        if any(p.startswith((".", "~")) for p in rel.split(os.sep)):
+            return False
+        return not any(path == d or path.startswith(d + os.sep) for d in self._skip_dirs)
+
+    def _wanted(self, path: str) -> bool:
+        """Is `path` a file this source takes? (location, ignored names, include/exclude)."""
+        s = self.settings
+        rel = os.path.relpath(path, self._root)
+        if rel.startswith("..") or rel == ".":
+            return False
+        parts = rel.split(os.sep)
+        if len(parts) > 1 and not s.recursive:
+            return False
+        name = parts[-1].lower()
+        if name.endswith(_IGNORED_SUFFIXES) or not self._dir_wanted(os.path.dirname(path)):
+            return False
+        if name.startswith((".", "~")):
+            return False
+        relp = "/".join(parts).lower()
+
+        def matches(patterns: tuple[str, ...]) -> bool:
+            return any(fnmatch.fnmatchcase(relp if "/" in p else name, p) for p in patterns)
+
+        return matches(s.include) and not matches(s.exclude)
+
+    def _aged(self, st: os.stat_result) -> bool:
+        # ctime cannot be set by writers (unlike mtime, which copies preserve), so on a local disk an
+        # old ctime proves the file has been quiet for stable_s. Network mounts report the server's
+        # clock, which may be skewed: there only our own observation counts.
+        age = time.time() - max(st.st_mtime, st.st_ctime)
+        return self._trust_ctime and age >= self.settings.stable_s
+
+    def _observe(self, path: str, complete: bool, st: os.stat_result | None = None) -> None:
+        """Record a candidate: ready now (closed, moved in, or long quiet) or pending stability."""
+        if not self._wanted(path):
+            return
+        with self._lock:
+            if path in self._in_flight:
+                return
+        if st is None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                self._forget(path)
+                return
+        if not stat.S_ISREG(st.st_mode):
+            return
+        if path in self._ready:
+            # An event after the file was found complete: only a real change sends it back to waiting.
+            if self._ready[path] == (st.st_size, st.st_mtime_ns) and not complete:
+                return
+        elif path not in self._pending and len(self._pending) + len(self._ready) >= _MAX_TRACKED:
+            self._overflow = True
+            return
+        if (complete and st.st_size > 0) or self._aged(st):
+            self._pending.pop(path, None)
+            self._ready[path] = (st.st_size, st.st_mtime_ns)
+            return
+        self._ready.pop(path, None)
+        sig = _sig(st)
+        cur = self._pending.get(path)
+        if cur is None or cur.sig != sig:
+            self._pending[path] = _Pending(sig, time.monotonic())
+
+    def _check_pending(self, now: float) -> None:
+        for path, cand in list(self._pending.items()):
+            try:
+                st = os.stat(path)
+            except OSError:
+                del self._pending[path]
+                continue
+            sig = _sig(st)
+            if sig != cand.sig:
+                cand.sig, cand.since = sig, now
+            elif now - cand.since >= self.settings.stable_s or self._aged(st):
+                del self._pending[path]
+                self._ready[path] = (st.st_size, st.st_mtime_ns)
+
+    def _scan(self, top: str) -> None:
+        """Walk `top` and record every wanted file not yet known, oldest first."""
+        found: list[tuple[int, str, os.stat_result]] = []
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            try:
+                it = os.scandir(d)
+            except OSError as exc:
+                log.warning("folder %s: cannot list %s: %s", self.settings.name, d, exc)
+                continue
+            with it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            if self.settings.recursive and self._dir_wanted(entry.path):
+                                stack.append(entry.path)
+                        elif entry.path not in self._ready and self._wanted(entry.path):
+                            st = entry.stat()
+                            found.append((st.st_mtime_ns, entry.path, st))
+                    except OSError:
+                        continue  # vanished while listing
+        with self._lock:
+            busy = set(self._in_flight)
+        for _, path, st in sorted(found):
+            if path not in busy:
+                self._observe(path, complete=False, st=st)
+
+    # ----------------------------------------------------------------- handing out
+
+    def _has_room(self) -> bool:
+        if isinstance(self._output, queue.Queue):
+            return not self._output.full()
+        if self._can_accept is None:
+            return True
+        try:
+            return bool(self._can_accept())
+        except Exception:
+            log.exception("folder %s: can_accept() failed; holding files", self.settings.name)
+            return False
+
+    def _dispatch(self) -> None:
+        name = self.settings.name
+        while self._ready and not self._stopping():
+            if not self._has_room():
+                if not self._held:
+                    self._held = True
+                    log.info(
+                        "folder %s: consumer full; holding %d ready files in the inbox",
+                        name,
+                        len(self._ready),
+                    )
+                return
+            if self._held:
+                self._held = False
+                log.info("folder %s: consumer has room again; resuming", name)
+            path = next(iter(self._ready))
+            del self._ready[path]
+            with self._lock:
+                if path in self._in_flight:
+                    continue
+            item, ident = self._read(path)
+            if item is None or ident is None:
+                continue
+            with self._lock:
+                self._in_flight[path] = ident
+                self._counts["handed_out"] += 1
+            try:
+                if isinstance(self._output, queue.Queue):
+                    self._output.put_nowait(item)
+                else:
+                    self._output(item)
+            except queue.Full:  # another producer filled it since _has_room()
+                with self._lock:
+                    self._in_flight.pop(path, None)
+                    self._counts["handed_out"] -= 1
+                self._ready[path] = (ident[1], ident[2])
+            except Exception:
+                # Left in the inbox: the next rescan offers it again.
+                log.exception("folder %s: consumer rejected %s", name, path)
+                with self._lock:
+                    self._in_flight.pop(path, None)
+            else:
+                log.debug("folder %s: handed out %s (%d bytes)", name, path, item.size)
+
+    def _read(self, path: str) -> tuple[FolderItem | None, tuple[int, int, int] | None]:
+        """Read the file once, hashing as we go; oversize or unreadable files become error items."""
+        s = self.settings
+        rel = os.path.relpath(path, self._root).replace(os.sep, "/")
+
+        def failed(st: os.stat_result, kind: str, message: str) -> tuple[FolderItem, tuple[int, int, int]]:
+            err = {"type": kind, "message": message, "size": st.st_size}
+            item = FolderItem(s.name, Path(path), rel, st.st_size, st.st_mtime, None, None, err)
+            return item, (st.st_ino, st.st_size, st.st_mtime_ns)
+
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below; fstat needs the open fd
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None, None
+            return failed(st, "unreadable", f"cannot open: {exc.strerror or exc}")
+        with f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return None, None
+            if st.st_size > s.max_bytes:
+                return failed(st, "oversize", f"{st.st_size} bytes exceeds max_bytes {s.max_bytes}")
+            digest = hashlib.sha256()
+            buf = bytearray()
+            try:
+                while chunk := f.read(min(_CHUNK, s.max_bytes + 1 - len(buf))):
+                    digest.update(chunk)
+                    buf += chunk
+                    if len(buf) > s.max_bytes:
+                        return failed(
+                            os.fstat(f.fileno()),
+                            "oversize",
+                            f"grew beyond max_bytes {s.max_bytes} while read",
+                        )
+            except OSError as exc:
+                return failed(st, "unreadable", f"read failed: {exc.strerror or exc}")
+            st = os.fstat(f.fileno())
+        item = FolderItem(s.name, Path(path), rel, len(buf), st.st_mtime, digest.hexdigest(), bytes(buf))
+        return item, (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# --------------------------------------------------------------------- moving files
+
+
+def _free_name(dest_dir: Path, name: str, with_error_json: bool) -> Path:
+    """`name`, or `stem.N.ext` for the smallest N free (with room for NAME.error.json when asked)."""
+    stem, dot, ext = name.rpartition(".")
+    if not stem:  # no extension, or a name like ".x"
+        stem, dot, ext = name, "", ""
+    n = 0
+    while True:
+        cand = dest_dir / (name if n == 0 else f"{stem}.{n}{dot}{ext}")
+        side = cand.with_name(cand.name + ".error.json")
+        if not os.path.lexists(cand) and not (with_error_json and os.path.lexists(side)):
+            return cand
+        n += 1
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # some filesystems (e.g. SMB) refuse fsync on a directory
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_json(target: Path, doc: dict[str, Any]) -> None:
+    # Hidden .tmp name: ignored by the watcher even when failed_dir lies inside the inbox.
+    tmp = target.with_name(f".{target.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+
+
+def _move(src: str, dest_dir: Path, error_doc: dict[str, Any] | None) -> Path:
+    """Move `src` into `dest_dir` under a free name; write NAME.error.json first when given.
+
+    The error document goes first so that a crash in between leaves the file in the inbox (it is
+    processed again) rather than in failed/ without its reason.
+    """
+    with _MOVE_LOCK:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        target = _free_name(dest_dir, os.path.basename(src), error_doc is not None)
+        if error_doc is not None:
+            doc = dict(error_doc, file=target.name, failed_path=str(target))
+            _write_json(target.with_name(target.name + ".error.json"), doc)
+        try:
+            # Renames are not followed by a directory fsync: after a power cut the worst case is
+            # the file back in the inbox, processed again under the same id.
+            os.replace(src, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy_across(src, target)
+        return target
+
+
+def _copy_across(src: str, target: Path) -> None:
+    """Move across filesystems: the copy is on disk before the original is removed."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            while chunk := fin.read(_CHUNK):
+                fout.write(chunk)
+            fout.flush()
+            os.fsync(fout.fileno())
+        with contextlib.suppress(OSError):
+            os.utime(tmp, ns=(os.stat(src).st_atime_ns, os.stat(src).st_mtime_ns))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(target.parent)
+    os.unlink(src)
