@@ -1,0 +1,38 @@
+"""Shared fixtures: the real models and the eval data beside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def eval_dir() -> Path:
+    return Path(os.environ.get("EDGE_OCR_EVAL", ROOT.parent / "shared" / "eval"))
+
+
+@pytest.fixture(scope="session")
+def eval_data() -> Path:
+    path = eval_dir()
+    if not (path / "lines_en" / "labels.tsv").is_file():
+        pytest.skip(f"eval data not found at {path} (set EDGE_OCR_EVAL)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    from edge_ocr.models import default_models_dir
+
+    path = default_models_dir()
+    assert (path / "manifest.yaml").is_file(), f"no models in {path}: run `edge-ocr models build` first"
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine(models_dir):
+    from edge_ocr.pipeline import Engine, EngineSettings
+
+    return Engine(EngineSettings(models_dir=models_dir))
