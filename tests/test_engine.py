@@ -29,7 +29,7 @@ def test_reads_a_receipt_page(engine, eval_data):
     xs = [p[0] for p in first.box]
     ys = [p[1] for p in first.box]
     # the shop name sits at the top centre of the original image (GT box x 99..842, y 210..249)
-    assert 50 < min(xs) < 200 and 750 < max(xs) < 900 and 180 < min(ys) and max(ys) < 280
+    assert 50 < min(xs) < 200 and 750 < max(xs) < 900 and 180 < min(ys) < max(ys) < 280
 
 
 def test_run_line_reads_a_crop(engine, eval_data):
