@@ -15,7 +15,8 @@ def create_session(model: ModelFile, threads: int = 1) -> ort.InferenceSession:
     device with 512 MB-1 GB of RAM, and shapes vary per image so its reuse buys little.
     """
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, int(threads))
+    if threads > 0:  # 0: onnxruntime's default (one thread per physical core)
+        opts.intra_op_num_threads = int(threads)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
