@@ -51,11 +51,15 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from edge_ocr.errors import ConfigError, SourceError
+
+try:
+    from watchdog.observers.inotify import InotifyObserver
+except ImportError:  # not Linux (a developer's laptop): polling only
+    InotifyObserver = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +215,8 @@ class _Handler(FileSystemEventHandler):
         src = os.fsdecode(event.src_path)
         dest = os.fsdecode(event.dest_path) if event.dest_path else ""
         if event.is_directory:
-            if event.event_type in ("created", "moved"):
+            # A folder created or moved in may already hold files: the owner scans it.
+            if event.event_type == "created" or (event.event_type == "moved" and dest):
                 self._put(("dir", dest or src, ""))
         elif event.event_type in ("closed", "moved", "deleted"):
             self._put((event.event_type, src, dest))
@@ -371,9 +376,12 @@ class FolderSource:
     def _start_observer(self, use_poll: bool, fstype: str) -> None:
         s = self.settings
         handler = _Handler(self._events.put)
-        if not use_poll:
-            observer: BaseObserver = Observer()
+        if not use_poll and InotifyObserver is not None:
+            observer: BaseObserver | None = None
             try:
+                # Full events: a file moved in from outside the folder arrives as a move (complete
+                # now) instead of a create (which would wait stable_s).
+                observer = InotifyObserver(generate_full_events=True)
                 observer.schedule(handler, self._root, recursive=s.recursive, event_filter=_EVENT_FILTER)
                 observer.start()
                 self._observer, self.mode = observer, "inotify"
@@ -381,6 +389,9 @@ class FolderSource:
                 return
             except OSError as exc:
                 # ENOSPC here is fs.inotify.max_user_watches; EMFILE is max_user_instances.
+                if observer is not None:
+                    with contextlib.suppress(Exception):
+                        observer.stop()
                 log.warning(
                     "folder %s: inotify unavailable for %s (%s); polling every %.1f s instead",
                     s.name,
@@ -467,9 +478,11 @@ class FolderSource:
     def _handle(self, kind: str, src: str, dest: str) -> None:
         if kind == "closed":
             self._observe(src, complete=True)
-        elif kind == "moved":
-            self._forget(src)
-            self._observe(dest, complete=True)
+        elif kind == "moved":  # either side may be "" when it lies outside the watched folder
+            if src:
+                self._forget(src)
+            if dest:
+                self._observe(dest, complete=True)
         elif kind == "changed":
             self._observe(src, complete=False)
         elif kind == "deleted":
