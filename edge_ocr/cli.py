@@ -117,6 +117,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench.run(args)
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from edge_ocr.config import validate_file
+
+    cfg = validate_file(Path(args.file))
+    print(f"{args.file}: ok ({len(cfg.sources)} source(s), device_id {cfg.device_id})")
+    if args.show:
+        import yaml
+
+        print(yaml.safe_dump(cfg.redacted(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_ocr.daemon import run_daemon
+
+    return run_daemon(Path(args.config) if args.config else None)
+
+
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (default 1)")
     p.add_argument("--precision", choices=["fp32", "int8"], help="force a precision (default: manifest)")
@@ -145,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wheel", help="build: use this local rapidocr_onnxruntime wheel instead of pip download")
     p.add_argument("--data", default="../shared/eval", help="calibrate: the eval data directory")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("config", help="check a configuration file")
+    csub = p.add_subparsers(dest="action", required=True)
+    v = csub.add_parser("validate", help="validate FILE without starting anything")
+    v.add_argument("file", metavar="FILE")
+    v.add_argument("--show", action="store_true", help="print the effective config (secrets redacted)")
+    v.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("run", help="run the daemon (embedded default without --config)")
+    p.add_argument("--config", "-c", metavar="FILE", help="YAML configuration file")
+    p.set_defaults(func=cmd_run)
 
     try:
         from edge_ocr import bench

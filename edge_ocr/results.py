@@ -22,10 +22,6 @@ def iso(ts: float | None = None) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def topic(prefix: str, device_id: str, *parts: str) -> str:
-    return "/".join((prefix, device_id, *parts))
-
-
 def safe_topic_level(name: str) -> str:
     """MQTT topic levels may not contain wildcards or separators."""
     return "".join("_" if c in "+#/\0" else c for c in name) or "_"

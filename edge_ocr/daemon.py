@@ -1,0 +1,502 @@
+"""The daemon: sources -> OCR workers -> durable outbox -> publisher, under one stop event.
+
+Threads and their owners: each source owns its watcher thread; the daemon owns the worker threads,
+the publisher and the optional HTTP server; `run()` (the main thread) owns signals, systemd
+notifications and the watchdog. A file's result is committed to the outbox *before* the file leaves
+the inbox, so a crash at any point loses nothing: the file is processed again and its message gets the
+same id. Shutdown joins in reverse start order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import statistics
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from edge_ocr import __version__
+from edge_ocr.config import Config, load_config
+from edge_ocr.decode import decode
+from edge_ocr.errors import ConfigError, EdgeOcrError
+from edge_ocr.http import HttpServer, prometheus
+from edge_ocr.notify import Notifier, watchdog_interval_s
+from edge_ocr.outbox import Outbox
+from edge_ocr.pipeline import Engine, EngineSettings
+from edge_ocr.publish.homeassistant import discovery_messages
+from edge_ocr.publish.mqtt import MqttPublisher
+from edge_ocr.publish.stdout import StdoutPublisher
+from edge_ocr.publish.topics import Command, Topics
+from edge_ocr.results import message_id, result_message, safe_topic_level
+from edge_ocr.sources.folder import FolderItem, FolderSettings, FolderSource
+
+log = logging.getLogger(__name__)
+
+STUCK_AFTER_S = 120.0  # a worker busy this long on one file is considered stuck (no watchdog pings)
+
+
+def engine_settings(cfg: Config) -> EngineSettings:
+    e = cfg.engine
+    kwargs: dict[str, Any] = {
+        "threads": e.threads,
+        "use_cls": e.use_cls,
+        "precision": None if e.precision == "auto" else e.precision,
+    }
+    if e.models_dir is not None:
+        kwargs["models_dir"] = e.models_dir
+    return EngineSettings(**kwargs)
+
+
+def folder_settings(src: Any) -> FolderSettings:
+    return FolderSettings(
+        name=src.name,
+        path=src.path,
+        done_dir=src.done_dir,
+        failed_dir=src.failed_dir,
+        on_success=src.on_success,
+        poll=src.poll,
+        poll_interval_s=src.poll_interval_s,
+        stable_s=src.stable_s,
+        rescan_s=src.rescan_s,
+        recursive=src.recursive,
+        include=tuple(src.include),
+        exclude=tuple(src.exclude),
+        max_bytes=int(src.max_file_mb * 1024 * 1024),
+    )
+
+
+class Stats:
+    """Counters and a latency window, updated by workers, read by stats/metrics/health."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.processed = 0
+        self.failed = 0
+        self.skipped = 0
+        self._latency: deque[float] = deque(maxlen=1000)
+
+    def record(self, ok: bool, latency_s: float | None) -> None:
+        with self._lock:
+            if ok:
+                self.processed += 1
+            else:
+                self.failed += 1
+            if latency_s is not None:
+                self._latency.append(latency_s)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            lat = sorted(self._latency)
+        p50 = statistics.median(lat) if lat else None
+        p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None
+        return {
+            "processed": self.processed,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "latency_p50_s": round(p50, 3) if p50 is not None else None,
+            "latency_p95_s": round(p95, 3) if p95 is not None else None,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "version": __version__,
+        }
+
+
+class _Generation:
+    """Everything built from one configuration; replaced as a whole on reload."""
+
+    def __init__(self, cfg: Config, stop: threading.Event) -> None:
+        self.cfg = cfg
+        self.stop = stop  # set on daemon stop *or* on reload
+        self.queue: queue.Queue[FolderItem] = queue.Queue(maxsize=max(2, 2 * cfg.engine.workers))
+        self.sources: dict[str, FolderSource] = {}
+        self.workers: list[threading.Thread] = []
+        self.publisher: MqttPublisher | StdoutPublisher | None = None
+        self.http: HttpServer | None = None
+
+
+class Daemon:
+    """Build with a Config; `run()` blocks until stopped (signal, `request_stop()`)."""
+
+    def __init__(self, cfg: Config, config_path: Path | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.stop = threading.Event()
+        self.stats = Stats()
+        self.notifier = Notifier()
+        self.paused = threading.Event()
+        self._reload = threading.Event()
+        self._capture = threading.Event()
+        self._beats: dict[str, float] = {}
+        self._busy_since: dict[str, float | None] = {}
+        self._beats_lock = threading.Lock()
+        self._last_stats = 0.0
+        self._backpressure_logged = False
+        self.engine: Engine | None = None
+        self._engine_key: EngineSettings | None = None
+        self.outbox: Outbox | None = None
+        self.gen: _Generation | None = None
+
+    # ------------------------------------------------------------------ building blocks
+
+    def _open(self, cfg: Config) -> None:
+        """Engine and outbox: reused across reloads when their settings did not change."""
+        key = engine_settings(cfg)
+        if self.engine is None or key != self._engine_key:
+            self.notifier.status("loading models")
+            self.engine = Engine(key)
+            self._engine_key = key
+            log.info("engine: models %s", self.engine.models)
+        box = cfg.outbox
+        if self.outbox is None or self.outbox.path != cfg.outbox_path:
+            if self.outbox is not None:
+                self.outbox.close()
+            self.outbox = Outbox(cfg.outbox_path, max_messages=box.max_messages, max_bytes=box.max_bytes)
+        else:
+            self.outbox.max_messages, self.outbox.max_bytes = box.max_messages, box.max_bytes
+
+    def _start_generation(self, cfg: Config) -> None:
+        self._open(cfg)
+        gen = _Generation(cfg, threading.Event())
+        self.gen = gen
+        assert self.outbox is not None
+        names = [s.name for s in cfg.sources]
+        if cfg.mqtt is not None:
+            gen.publisher = MqttPublisher(
+                cfg.mqtt, cfg.device_id, self.outbox, gen.stop, sources=names, on_command=self._on_command
+            )
+        else:
+            gen.publisher = StdoutPublisher(self.outbox, gen.stop)
+        gen.publisher.start()
+        if cfg.mqtt is not None and cfg.mqtt.home_assistant.enabled:
+            self._publish_discovery(cfg, names)
+        for i in range(cfg.engine.workers):
+            name = f"ocr-worker-{i}"
+            with self._beats_lock:
+                self._beats[name] = time.monotonic()
+                self._busy_since[name] = None
+            t = threading.Thread(target=self._worker, args=(gen, name), name=name, daemon=True)
+            gen.workers.append(t)
+            t.start()
+        for src in cfg.sources:
+            source = FolderSource(folder_settings(src), gen.stop, gen.queue, can_accept=self._can_accept)
+            source.start()
+            gen.sources[src.name] = source
+            log.info("source %s: watching %s (%s)", src.name, src.path, source.mode)
+        if cfg.http.enabled:
+            gen.http = HttpServer(cfg.http.host, cfg.http.port, self.health, self.metrics)
+            gen.http.start()
+
+    def _stop_generation(self, gen: _Generation) -> None:
+        """Reverse start order: HTTP, sources, workers (finish the file in hand), publisher."""
+        if gen.http is not None:
+            gen.http.stop()
+        for source in gen.sources.values():
+            source.stop()
+        gen.stop.set()
+        for t in gen.workers:
+            t.join(STUCK_AFTER_S)
+            if t.is_alive():
+                log.error("%s did not finish its file within %.0f s", t.name, STUCK_AFTER_S)
+        if gen.publisher is not None:
+            gen.publisher.join(10)
+        with self._beats_lock:
+            self._beats.clear()
+            self._busy_since.clear()
+
+    def _publish_discovery(self, cfg: Config, names: list[str]) -> None:
+        assert cfg.mqtt is not None and self.outbox is not None
+        topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
+        for t, payload in discovery_messages(topics, names, cfg.mqtt.home_assistant.discovery_prefix):
+            # Through the outbox like everything else: delivered once the broker is there.
+            self.outbox.put(f"ha:{t}", t, payload, qos=1, retain=True, force=True)
+
+    # ------------------------------------------------------------------ flow control
+
+    def _can_accept(self) -> bool:
+        if self.paused.is_set():
+            return False
+        full = self.outbox is not None and self.outbox.is_full()
+        if full and not self._backpressure_logged:
+            log.warning(
+                "outbox full (%d messages): not taking new files until the broker takes some",
+                self.outbox.depth() if self.outbox else -1,
+            )
+            self.notifier.status("back pressure: outbox full, waiting for the broker")
+        elif not full and self._backpressure_logged:
+            log.info("outbox has room again: taking new files")
+        self._backpressure_logged = full
+        return not full
+
+    def _on_command(self, cmd: Command) -> dict[str, Any] | None:
+        """Runs on the MQTT network thread: only flips flags."""
+        if cmd.verb == "reload":
+            self._reload.set()
+            return {"ok": True, "message": "reload requested"}
+        if cmd.verb == "pause":
+            self.paused.set()
+            return {"ok": True, "paused": True}
+        if cmd.verb == "resume":
+            self.paused.clear()
+            if self.gen is not None:
+                for source in self.gen.sources.values():
+                    source.request_rescan()
+            return {"ok": True, "paused": False}
+        if cmd.verb == "stats":
+            return {"ok": True, **self.status()}
+        return {"ok": False, "error": f"unknown command {cmd.verb!r}"}
+
+    # ------------------------------------------------------------------ the work
+
+    def _beat(self, name: str, busy: bool) -> None:
+        now = time.monotonic()
+        with self._beats_lock:
+            self._beats[name] = now
+            self._busy_since[name] = now if busy else None
+
+    def _worker(self, gen: _Generation, name: str) -> None:
+        while not gen.stop.is_set():
+            self._beat(name, busy=False)
+            try:
+                item = gen.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self._beat(name, busy=True)
+            try:
+                self._process(gen, item)
+            except Exception:
+                # A bug must not take the daemon down; the file stays in the inbox for a later try.
+                log.exception("unexpected error processing %s", item.path)
+        self._beat(name, busy=False)
+
+    def _process(self, gen: _Generation, item: FolderItem) -> None:
+        cfg = gen.cfg
+        assert self.engine is not None and self.outbox is not None
+        source = gen.sources[item.source]
+        src_cfg = next(s for s in cfg.sources if s.name == item.source)
+        sha = item.sha256 or ""
+        topics = Topics(cfg.mqtt.topic_prefix if cfg.mqtt else "edge-ocr", cfg.device_id)
+        topic_ = topics.result(safe_topic_level(item.source))
+
+        if sha and src_cfg.duplicates != "process":
+            earlier = self.outbox.lookup(sha)
+            if earlier is not None:
+                if src_cfg.duplicates == "republish":
+                    self.outbox.put(earlier.msg_id, earlier.topic, earlier.payload, force=True)
+                log.info(
+                    "%s: duplicate of an earlier file (sha256 %s…): %s",
+                    item.relpath,
+                    sha[:12],
+                    "republished" if src_cfg.duplicates == "republish" else "skipped",
+                )
+                with self.stats._lock:
+                    self.stats.skipped += 1
+                source.complete(item.path, True)
+                return
+
+        ok, result, error = True, None, None
+        if item.error is not None:
+            ok, error = False, dict(item.error)
+        else:
+            try:
+                image = decode(item.data or b"", max_pixels=cfg.engine.max_pixels)
+                result = self.engine.run(image)
+            except EdgeOcrError as exc:
+                ok = False
+                error = {"type": type(exc).__name__, "message": str(exc)}
+            except Exception as exc:  # a bug or onnxruntime failure: report it, keep running
+                log.exception("%s: unexpected error", item.relpath)
+                ok = False
+                error = {"type": type(exc).__name__, "message": f"internal error: {exc}"}
+        msg_id = message_id(cfg.device_id, item.source, item.relpath, sha)
+        msg = result_message(
+            msg_id=msg_id,
+            device_id=cfg.device_id,
+            source=item.source,
+            file=item.relpath,
+            sha256=sha or None,
+            captured_at=item.mtime,
+            model=dict(self.engine.models),
+            result=result,
+            error=error,
+        )
+        payload = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
+        qos = cfg.mqtt.qos if cfg.mqtt else 1
+        # Committed before the file moves; force: this file's result was already computed and the
+        # bound stops *new* files (back pressure) rather than losing this one.
+        self.outbox.put(msg_id, topic_, payload, qos=qos, sha256=sha if ok and sha else None, force=True)
+        source.complete(item.path, ok, None if ok else error)
+        latency = max(0.0, time.time() - item.mtime) if item.mtime else None
+        self.stats.record(ok, latency)
+        if ok:
+            log.info(
+                "%s: %d lines in %.0f ms",
+                item.relpath,
+                len(result.lines) if result else 0,
+                result.timings_ms.get("total", 0) if result else 0,
+            )
+        else:
+            log.warning("%s: failed: %s", item.relpath, error.get("message") if error else "?")
+
+    # ------------------------------------------------------------------ health, stats, metrics
+
+    def _stuck_workers(self) -> list[str]:
+        now = time.monotonic()
+        with self._beats_lock:
+            return [
+                n
+                for n, since in self._busy_since.items()
+                if since is not None and now - since > STUCK_AFTER_S
+            ]
+
+    def healthy(self) -> bool:
+        gen = self.gen
+        if gen is None or self.stop.is_set():
+            return False
+        if any(not t.is_alive() for t in gen.workers) or self._stuck_workers():
+            return False
+        now = time.monotonic()
+        return all(now - s.heartbeat < max(60.0, 3 * s.settings.rescan_s) for s in gen.sources.values())
+
+    def status(self) -> dict[str, Any]:
+        gen = self.gen
+        out = self.stats.snapshot()
+        out["queued"] = gen.queue.qsize() if gen else 0
+        out["outbox_depth"] = self.outbox.depth() if self.outbox else 0
+        out["outbox_full"] = bool(self.outbox and self.outbox.is_full())
+        out["paused"] = self.paused.is_set()
+        if gen is not None and gen.publisher is not None:
+            st = gen.publisher.state
+            out["broker"] = {"connected": st.connected, "last_error": st.last_error}
+        if gen is not None:
+            out["sources"] = {n: s.stats() for n, s in gen.sources.items()}
+        return out
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        ok = self.healthy()
+        return ok, {"healthy": ok, "stuck_workers": self._stuck_workers(), **self.status()}
+
+    def metrics(self) -> str:
+        st = self.status()
+        broker = st.get("broker") or {}
+        return prometheus(
+            {
+                "edge_ocr_files_processed_total": ("counter", "Files read successfully.", st["processed"]),
+                "edge_ocr_files_failed_total": ("counter", "Files moved to failed/.", st["failed"]),
+                "edge_ocr_files_skipped_total": ("counter", "Duplicate files skipped.", st["skipped"]),
+                "edge_ocr_queue_depth": ("gauge", "Files waiting for a worker.", st["queued"]),
+                "edge_ocr_outbox_depth": ("gauge", "Messages waiting for the broker.", st["outbox_depth"]),
+                "edge_ocr_outbox_full": (
+                    "gauge",
+                    "1 while back pressure holds new files.",
+                    int(st["outbox_full"]),
+                ),
+                "edge_ocr_broker_connected": (
+                    "gauge",
+                    "1 while the broker accepts us.",
+                    int(bool(broker.get("connected"))),
+                ),
+                "edge_ocr_healthy": ("gauge", "1 while the pipeline is healthy.", int(self.healthy())),
+                "edge_ocr_uptime_seconds": ("gauge", "Seconds since start.", st["uptime_s"]),
+            },
+            {"device_id": self.cfg.device_id, "version": __version__},
+        )
+
+    def _status_line(self) -> str:
+        st = self.status()
+        broker = st.get("broker") or {}
+        state = "paused" if st["paused"] else ("back pressure" if st["outbox_full"] else "running")
+        conn = (
+            "connected" if broker.get("connected") else f"broker: {broker.get('last_error') or 'connecting'}"
+        )
+        return (
+            f"{state}; processed {st['processed']}, failed {st['failed']}, "
+            f"outbox {st['outbox_depth']}; {conn if self.cfg.mqtt else 'stdout'}"
+        )
+
+    # ------------------------------------------------------------------ main loop
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def _do_reload(self) -> None:
+        self._reload.clear()
+        if self.config_path is None:
+            log.info("reload: no config file (embedded default); nothing to reload")
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        self.notifier.reloading()
+        log.info("reloading configuration from %s", self.config_path)
+        old = self.gen
+        if old is not None:
+            self._stop_generation(old)
+        self.cfg = new
+        self._start_generation(new)
+        self.notifier.ready(self._status_line())
+
+    def run(self) -> int:
+        log.info(
+            "edge-ocr %s starting; config: %s", __version__, json.dumps(self.cfg.redacted(), default=str)
+        )
+        self._start_generation(self.cfg)
+        self.notifier.ready(self._status_line())
+        log.info("ready")
+        ping = watchdog_interval_s()
+        tick = min(1.0, ping) if ping else 1.0
+        last_status = ""
+        try:
+            while not self.stop.wait(tick):
+                if self._reload.is_set():
+                    self._do_reload()
+                healthy = self.healthy()
+                if ping and healthy:
+                    self.notifier.watchdog()
+                elif ping:
+                    log.error(
+                        "pipeline unhealthy (stuck: %s): withholding the watchdog ping", self._stuck_workers()
+                    )
+                line = self._status_line()
+                if line != last_status:
+                    self.notifier.status(line)
+                    last_status = line
+                self._maybe_publish_stats()
+        finally:
+            self.notifier.stopping()
+            log.info("stopping: finishing the files in hand")
+            if self.gen is not None:
+                self._stop_generation(self.gen)
+            if self.outbox is not None:
+                self.outbox.close()
+            log.info("stopped")
+        return 0
+
+    def _maybe_publish_stats(self) -> None:
+        gen = self.gen
+        if gen is None or gen.publisher is None or self.cfg.mqtt is None:
+            return
+        now = time.monotonic()
+        if now - self._last_stats >= self.cfg.mqtt.stats_interval_s:
+            self._last_stats = now
+            gen.publisher.publish_stats(self.status())
+
+
+def run_daemon(config_path: Path | None) -> int:
+    """`edge-ocr run`: load config, wire signals, run until SIGTERM/SIGINT; SIGHUP reloads."""
+    cfg = load_config(config_path)
+    logging.getLogger().setLevel(cfg.logging.level)
+    daemon = Daemon(cfg, config_path)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
+    return daemon.run()
