@@ -36,3 +36,31 @@ def engine(models_dir):
     from edge_ocr.pipeline import Engine, EngineSettings
 
     return Engine(EngineSettings(models_dir=models_dir))
+
+
+# --- a real mosquitto (see tests/mqtt_broker.py) -------------------------------------------------
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path):
+    """Start brokers: `mosquitto_factory(users=..., tls=..., start=True)`; all are killed at teardown."""
+    from mqtt_broker import Mosquitto, mosquitto_binary
+
+    if mosquitto_binary() is None:
+        pytest.fail("mosquitto is not installed: apt-get install mosquitto (MQTT tests need a real broker)")
+    brokers = []
+
+    def make(*, start: bool = True, **kwargs):
+        broker = Mosquitto(tmp_path / f"mosquitto-{len(brokers)}", **kwargs)
+        brokers.append(broker)
+        return broker.start() if start else broker
+
+    yield make
+    for broker in brokers:
+        broker.kill()
+
+
+@pytest.fixture
+def mosquitto(mosquitto_factory):
+    """An anonymous broker on an ephemeral 127.0.0.1 port."""
+    return mosquitto_factory()

@@ -1,0 +1,83 @@
+"""The MQTT topic layout and the small values shared by the publishers.
+
+Topics (``<p>`` is ``<topic_prefix>/<device_id>``):
+
+- ``<p>/status``: retained ``online`` once the broker accepted the login, ``offline`` as last will and
+  on clean stop.
+- ``<p>/result/<source>``: QoS 1 JSON results (put in the outbox by the daemon).
+- ``<p>/stats``: periodic JSON.
+- ``<p>/cmd/<verb>``: commands; each answer goes to ``<p>/cmd/<verb>/reply`` (one reply topic per verb,
+  so a client waits on exactly the topic of the command it sent; ``cmd/+`` does not match it, so the
+  device never receives its own replies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Command", "CommandHandler", "ConnectionState", "Topics"]
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic of one device."""
+
+    prefix: str
+    device_id: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.device_id}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}/stats"
+
+    @property
+    def cmd_filter(self) -> str:
+        return f"{self.base}/cmd/+"
+
+    def result(self, source: str) -> str:
+        return f"{self.base}/result/{source}"
+
+    def cmd(self, verb: str) -> str:
+        return f"{self.base}/cmd/{verb}"
+
+    def reply(self, verb: str) -> str:
+        return f"{self.base}/cmd/{verb}/reply"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command received on ``<p>/cmd/<verb>``; `args` is the JSON object payload, or {} if none."""
+
+    verb: str
+    args: dict[str, Any]
+    payload: bytes
+
+
+# Called on the MQTT network thread: it must return quickly (set a flag, queue work). It returns the
+# reply object ({"ok": ...} is added if missing), or None for a plain {"ok": true}. An exception becomes
+# {"ok": false, "error": "..."}.
+CommandHandler = Callable[[Command], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class ConnectionState:
+    """What a publisher reports for health and stats."""
+
+    connected: bool
+    last_error: str | None
+    connects: int  # successful connections so far
+    attempts: int  # connection attempts so far (refused or failed included)
+    inflight: int  # messages sent and not yet acknowledged
+    since: float | None  # time.time() of the last change of `connected`
