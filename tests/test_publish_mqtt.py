@@ -169,6 +169,7 @@ def test_broker_killed_and_restarted_nothing_lost(mosquitto, outbox, publishers,
     first = [f"before-{i}" for i in range(5)]
     put_results(outbox, first)
     assert sub.wait_for(lambda _: set(result_ids(sub)) == set(first))
+    assert wait_until(lambda: outbox.depth() == 0)  # every PUBACK processed
 
     mosquitto.kill()
     assert wait_until(lambda: not pub.state.connected)

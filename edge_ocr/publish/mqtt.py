@@ -51,6 +51,17 @@ log = logging.getLogger(__name__)
 _LOGIN_REFUSED = {134, 135}  # bad user name or password, not authorized
 
 
+class _QuietReconnects(logging.Filter):
+    """paho 2.2 logs "Client is not connected" at ERROR on every reconnect round; we report that ourselves."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+_paho_log = logging.getLogger(f"{__name__}.paho")
+_paho_log.addFilter(_QuietReconnects())
+
+
 class _Client(mqtt.Client):
     """paho's client, keeping the reason of the last failed connection attempt (paho drops it)."""
 
@@ -145,7 +156,7 @@ class MqttPublisher:
             clean_session=True,
         )
         client.suppress_exceptions = True  # a bug in a callback must not end the network thread
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.enable_logger(_paho_log)
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.read_password())
         if cfg.use_tls:
