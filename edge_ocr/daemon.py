@@ -28,7 +28,6 @@ from edge_ocr.http import HttpServer, prometheus
 from edge_ocr.notify import Notifier, watchdog_interval_s
 from edge_ocr.outbox import Outbox
 from edge_ocr.pipeline import Engine, EngineSettings
-from edge_ocr.publish.homeassistant import discovery_messages
 from edge_ocr.publish.mqtt import MqttPublisher
 from edge_ocr.publish.stdout import StdoutPublisher
 from edge_ocr.publish.topics import Command, Topics
@@ -112,6 +111,9 @@ class _Generation:
     def __init__(self, cfg: Config, stop: threading.Event) -> None:
         self.cfg = cfg
         self.stop = stop  # set on daemon stop *or* on reload
+        # The publisher stops last, after the workers committed their final results, so those go out
+        # before the retained `offline`.
+        self.publisher_stop = threading.Event()
         self.queue: queue.Queue[FolderItem] = queue.Queue(maxsize=max(2, 2 * cfg.engine.workers))
         self.sources: dict[str, FolderSource] = {}
         self.workers: list[threading.Thread] = []
@@ -167,13 +169,16 @@ class Daemon:
         names = [s.name for s in cfg.sources]
         if cfg.mqtt is not None:
             gen.publisher = MqttPublisher(
-                cfg.mqtt, cfg.device_id, self.outbox, gen.stop, sources=names, on_command=self._on_command
+                cfg.mqtt,
+                cfg.device_id,
+                self.outbox,
+                gen.publisher_stop,
+                sources=names,
+                on_command=self._on_command,
             )
         else:
-            gen.publisher = StdoutPublisher(self.outbox, gen.stop)
+            gen.publisher = StdoutPublisher(self.outbox, gen.publisher_stop)
         gen.publisher.start()
-        if cfg.mqtt is not None and cfg.mqtt.home_assistant.enabled:
-            self._publish_discovery(cfg, names)
         for i in range(cfg.engine.workers):
             name = f"ocr-worker-{i}"
             with self._beats_lock:
@@ -202,18 +207,12 @@ class Daemon:
             t.join(STUCK_AFTER_S)
             if t.is_alive():
                 log.error("%s did not finish its file within %.0f s", t.name, STUCK_AFTER_S)
+        gen.publisher_stop.set()
         if gen.publisher is not None:
             gen.publisher.join(10)
         with self._beats_lock:
             self._beats.clear()
             self._busy_since.clear()
-
-    def _publish_discovery(self, cfg: Config, names: list[str]) -> None:
-        assert cfg.mqtt is not None and self.outbox is not None
-        topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
-        for t, payload in discovery_messages(topics, names, cfg.mqtt.home_assistant.discovery_prefix):
-            # Through the outbox like everything else: delivered once the broker is there.
-            self.outbox.put(f"ha:{t}", t, payload, qos=1, retain=True, force=True)
 
     # ------------------------------------------------------------------ flow control
 
