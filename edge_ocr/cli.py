@@ -112,6 +112,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.daemon:
+        from edge_ocr import bench_daemon
+
+        argv = ["--data", str(args.data), "--kind", args.daemon_kind, "-n", str(args.daemon_n)]
+        return bench_daemon.main(argv)
     from edge_ocr import bench
 
     return bench.run(args)
@@ -180,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
 
         p = sub.add_parser("bench", help="accuracy and speed on the eval data")
         bench.add_arguments(p)
+        p.add_argument(
+            "--daemon", action="store_true", help="files/s through the daemon vs the engine alone, latency"
+        )
+        p.add_argument("--daemon-kind", choices=["pages", "lines"], default="pages")
+        p.add_argument("--daemon-n", type=int, default=12, help="files in the daemon throughput burst")
         p.set_defaults(func=cmd_bench)
     except ImportError:  # bench module not present in this build
         pass

@@ -119,6 +119,15 @@ class FolderSource:
             "A file not closed cleanly is taken once size and mtime are unchanged this long.", min=0, max=3600
         ),
     )
+    settle_s: float = field(
+        default=0.5,
+        metadata=_meta(
+            "A closed or moved-in file is taken after this long without changes (copiers set times "
+            "right after close).",
+            min=0,
+            max=3600,
+        ),
+    )
     rescan_s: float = field(
         default=60.0, metadata=_meta("Full rescan period to catch missed events; 0: off.", min=0)
     )

@@ -61,6 +61,7 @@ def folder_settings(src: Any) -> FolderSettings:
         poll=src.poll,
         poll_interval_s=src.poll_interval_s,
         stable_s=src.stable_s,
+        settle_s=min(src.settle_s, src.stable_s),
         rescan_s=src.rescan_s,
         recursive=src.recursive,
         include=tuple(src.include),

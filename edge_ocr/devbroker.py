@@ -28,7 +28,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -245,6 +245,7 @@ class Received:
     payload: bytes
     retain: bool
     qos: int
+    at: float = field(default_factory=time.monotonic, compare=False)  # arrival, for latency figures
 
 
 class Subscriber:
