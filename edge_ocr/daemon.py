@@ -188,10 +188,15 @@ class Daemon:
             t = threading.Thread(target=self._worker, args=(gen, name), name=name, daemon=True)
             gen.workers.append(t)
             t.start()
+        # Every source is registered before any starts: a source hands out the files already in its
+        # folder at once, and a worker looks its source up by name.
         for src in cfg.sources:
-            source = FolderSource(folder_settings(src), gen.stop, gen.queue, can_accept=self._can_accept)
+            gen.sources[src.name] = FolderSource(
+                folder_settings(src), gen.stop, gen.queue, can_accept=self._can_accept
+            )
+        for src in cfg.sources:
+            source = gen.sources[src.name]
             source.start()
-            gen.sources[src.name] = source
             log.info("source %s: watching %s (%s)", src.name, src.path, source.mode)
         if cfg.http.enabled:
             gen.http = HttpServer(cfg.http.host, cfg.http.port, self.health, self.metrics)
