@@ -377,6 +377,20 @@ def test_back_pressure_with_can_accept(make_source, dirs) -> None:
     assert set(col.counts().values()) == {1}
 
 
+def test_queue_and_can_accept_both_hold(make_source, dirs) -> None:
+    room = threading.Event()
+    out: queue.Queue[FolderItem] = queue.Queue(maxsize=4)
+    src, _ = make_source(output=out, can_accept=room.is_set)
+    write(dirs["inbox"] / "q.jpg")
+    deadline = time.monotonic() + TIMEOUT
+    while not src.stats()["holding"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert out.empty()  # the queue has room, but can_accept() said no
+    room.set()
+    assert out.get(timeout=TIMEOUT).relpath == "q.jpg"
+
+
 def test_backlog_of_1000_files_drains_each_once(make_source, dirs) -> None:
     for n in range(1000):
         write(dirs["inbox"] / f"b{n:04d}.jpg", n.to_bytes(2, "big"))

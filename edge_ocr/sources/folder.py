@@ -4,9 +4,10 @@ What this module owns:
 
 * **Completeness.** A file is taken on close-after-write (inotify ``IN_CLOSE_WRITE``) or when it is
   renamed/moved into the folder. Writers that never close cleanly (network copies, a process that keeps
-  its fd open) are taken once size, mtime and ctime have not changed for ``stable_s``. Zero-byte files
-  always go through that stability wait, because "create empty, then write" writers exist. Writers that
-  close between chunks should write ``NAME.part`` and rename: ``*.part`` is always ignored.
+  its fd open) are taken once size, mtime and ctime have not changed for ``stable_s``. Closed and
+  moved-in files still wait ``settle_s`` (short) without changes, because copiers set mode and times
+  right after closing. Zero-byte files always wait ``stable_s``: "create empty, then write" writers
+  exist. Writers that close between chunks should write ``NAME.part`` and rename (``*.part`` is ignored).
 * **Discovery.** Files present at start are taken; a periodic rescan (``rescan_s``) catches missed
   events; a watchdog ``PollingObserver`` replaces inotify when asked, when the folder is on a network or
   FUSE mount (detected from ``/proc/self/mounts``) or when inotify cannot start (e.g. the watch limit).
@@ -119,6 +120,7 @@ class FolderSettings:
     poll: Literal["auto"] | bool = "auto"
     poll_interval_s: float = 2.0
     stable_s: float = 5.0
+    settle_s: float = 0.5
     rescan_s: float = 60.0
     recursive: bool = False
     include: tuple[str, ...] = DEFAULT_INCLUDE
@@ -147,6 +149,8 @@ class FolderSettings:
         for key in ("poll_interval_s", "stable_s", "rescan_s", "max_bytes"):
             if not getattr(self, key) > 0:
                 raise fail(key, "must be greater than 0")
+        if not 0 <= self.settle_s <= self.stable_s:
+            raise fail("settle_s", "must be between 0 and stable_s")
         if not self.include:
             raise fail("include", "must list at least one pattern")
         for key in ("failed_dir", "done_dir"):
@@ -172,7 +176,8 @@ class FolderItem:
 @dataclass
 class _Pending:
     sig: _Sig
-    since: float
+    since: float  # monotonic time of the last change seen
+    quiet: float  # how long it must stay unchanged: settle_s once closed, else stable_s
 
 
 def _sig(st: os.stat_result) -> _Sig:
@@ -227,8 +232,8 @@ class _Handler(FileSystemEventHandler):
 class FolderSource:
     """Watches one folder and hands complete files to `output`, each once, until stopped.
 
-    `output` is a bounded `queue.Queue` (full means "hold files") or a callable taking a FolderItem,
-    optionally paired with `can_accept()` saying whether the consumer has room. The source stops when
+    `output` is a bounded `queue.Queue` (full means "hold files") or a callable taking a FolderItem;
+    either may be paired with `can_accept()` saying whether the consumer has room. The source stops when
     the daemon's `stop` event is set or when :meth:`stop` is called (which leaves `stop` alone, so one
     source can be restarted on reload without stopping the daemon).
     """
@@ -441,14 +446,17 @@ class FolderSource:
 
     def _run(self) -> None:
         s = self.settings
-        tick = min(1.0, max(0.05, s.stable_s / 4))
-        next_rescan = 0.0
+        quiet_times = [q for q in (s.settle_s / 2, s.stable_s / 4) if q > 0]
+        tick = min(1.0, max(0.05, min(quiet_times)))
+        next_rescan = next_check = 0.0
         while not self._stopping():
             self.heartbeat = now = time.monotonic()
             # Sleep until an event arrives; wake at least every second to notice an external stop,
             # every tick while files await stability or consumer room.
             wait = next_rescan - now
-            if self._pending or self._ready:
+            if self._pending:
+                wait = min(wait, next_check - now)
+            if self._ready:  # held back: ask the consumer again soon
                 wait = min(wait, tick)
             try:
                 msg: tuple[str, str, str] | None = self._events.get(timeout=max(0.0, min(wait, 1.0)))
@@ -468,7 +476,11 @@ class FolderSource:
                     next_rescan = now + s.rescan_s
                     self._check_observer()
                     self._scan(self._root)
-                self._check_pending(time.monotonic())
+                now = time.monotonic()
+                if self._pending and now >= next_check:
+                    # Stat pending files once per tick, not once per event batch of a burst.
+                    next_check = now + tick
+                    self._check_pending(now)
                 self._dispatch()
             except Exception:
                 # No single bad file or filesystem hiccup may take the watcher down.
@@ -530,12 +542,11 @@ class FolderSource:
 
         return matches(s.include) and not matches(s.exclude)
 
-    def _aged(self, st: os.stat_result) -> bool:
+    def _aged(self, st: os.stat_result, quiet: float) -> bool:
         # ctime cannot be set by writers (unlike mtime, which copies preserve), so on a local disk an
-        # old ctime proves the file has been quiet for stable_s. Network mounts report the server's
+        # old ctime proves the file has been quiet that long. Network mounts report the server's
         # clock, which may be skewed: there only our own observation counts.
-        age = time.time() - max(st.st_mtime, st.st_ctime)
-        return self._trust_ctime and age >= self.settings.stable_s
+        return self._trust_ctime and time.time() - max(st.st_mtime, st.st_ctime) >= quiet
 
     def _observe(self, path: str, complete: bool, st: os.stat_result | None = None) -> None:
         """Record a candidate: ready now (closed, moved in, or long quiet) or pending stability."""
@@ -559,15 +570,23 @@ class FolderSource:
         elif path not in self._pending and len(self._pending) + len(self._ready) >= _MAX_TRACKED:
             self._overflow = True
             return
-        if (complete and st.st_size > 0) or self._aged(st):
+        sig = _sig(st)
+        cur = self._pending.get(path)
+        if complete and st.st_size > 0:
+            # Closed or moved in. Still wait settle_s: copiers set mode and times right after close
+            # (cp -p, shutil.copy), and would fail if the file were already gone.
+            quiet = self.settings.settle_s
+        elif cur is not None and cur.sig[:2] == sig[:2]:
+            quiet = cur.quiet  # only metadata changed: a closed file stays closed
+        else:
+            quiet = self.settings.stable_s
+        if quiet == 0 or self._aged(st, quiet):
             self._pending.pop(path, None)
             self._ready[path] = (st.st_size, st.st_mtime_ns)
             return
         self._ready.pop(path, None)
-        sig = _sig(st)
-        cur = self._pending.get(path)
-        if cur is None or cur.sig != sig:
-            self._pending[path] = _Pending(sig, time.monotonic())
+        if cur is None or cur.sig != sig or cur.quiet != quiet:
+            self._pending[path] = _Pending(sig, time.monotonic(), quiet)
 
     def _check_pending(self, now: float) -> None:
         for path, cand in list(self._pending.items()):
@@ -578,8 +597,10 @@ class FolderSource:
                 continue
             sig = _sig(st)
             if sig != cand.sig:
+                if sig[:2] != cand.sig[:2]:  # content changed without an event (polling, network)
+                    cand.quiet = self.settings.stable_s
                 cand.sig, cand.since = sig, now
-            elif now - cand.since >= self.settings.stable_s or self._aged(st):
+            elif now - cand.since >= cand.quiet or self._aged(st, cand.quiet):
                 del self._pending[path]
                 self._ready[path] = (st.st_size, st.st_mtime_ns)
 
@@ -614,8 +635,9 @@ class FolderSource:
     # ----------------------------------------------------------------- handing out
 
     def _has_room(self) -> bool:
-        if isinstance(self._output, queue.Queue):
-            return not self._output.full()
+        # A queue's own bound and the consumer's can_accept() (pause, a full outbox) both hold files.
+        if isinstance(self._output, queue.Queue) and self._output.full():
+            return False
         if self._can_accept is None:
             return True
         try:
