@@ -49,7 +49,10 @@ __all__ = [
     "ConfigFileError",
     "ConfigProblem",
     "EngineConfig",
+    "CameraSource",
+    "EvidenceConfig",
     "FolderSource",
+    "RegionConfig",
     "HomeAssistantConfig",
     "HttpConfig",
     "LoggingConfig",
@@ -142,10 +145,92 @@ class FolderSource:
     )
 
 
-# The union grows with issue 4 (camera): `FolderSource | CameraSource`.
-SourceConfig = FolderSource
-SOURCE_TYPES: dict[str, type] = {"folder": FolderSource}
-PLANNED_SOURCE_TYPES: dict[str, str] = {"camera": "camera sources are not supported yet (issue 4)"}
+@dataclass(frozen=True)
+class RegionConfig:
+    """A region of interest on a camera's frames, read on its own."""
+
+    name: str = field(metadata=_meta("Region name; in each message as `region`."))
+    box: tuple[int, ...] | None = field(default=None, metadata=_meta("[x, y, w, h] in frame pixels."))
+    polygon: tuple[tuple[float, ...], ...] | None = field(
+        default=None, metadata=_meta("4 points [[x, y], ...]: a tilted region, perspective-corrected.")
+    )
+    mode: Literal["line", "text"] = field(
+        default="line", metadata=_meta("`line`: the region is one text line; `text`: detect lines in it.")
+    )
+    pattern: str | None = field(
+        default=None, metadata=_meta("Regex the whole value must match; else it is sent with valid: false.")
+    )
+    charset: str | None = field(
+        default=None, metadata=_meta("Allowed characters; others are removed from the value.")
+    )
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    """Frames saved (boxes and values drawn) when a value changes; oldest deleted beyond the bounds."""
+
+    dir: Path | None = field(default=None, metadata=_meta("Folder; default <state_dir>/evidence/<name>."))
+    max_files: int = field(default=200, metadata=_meta("Frames kept, at most.", min=1))
+    max_mb: float = field(default=50.0, metadata=_meta("MiB kept, at most.", min=0.01))
+
+
+@dataclass(frozen=True)
+class CameraSource:
+    """A camera, stream or video file read every `interval_s`, per region of interest."""
+
+    name: str = field(metadata=_meta("Source name; used in topics (`result/<name>`)."))
+    type: Literal["camera"] = field(metadata=_meta("Source type."))
+    url: str | int = field(
+        metadata=_meta("Device index or /dev/videoN, rtsp:// http:// tcp:// URL, or a video file.", min=0)
+    )
+    interval_s: float = field(
+        default=1.0, metadata=_meta("Seconds between analysed frames; 0: every frame.", min=0, max=86400)
+    )
+    regions: tuple[RegionConfig, ...] = field(
+        default=(), metadata=_meta("Regions of interest; none: the whole frame (text mode).")
+    )
+    loop: bool = field(default=False, metadata=_meta("Repeat a video file at its end."))
+    resolution: tuple[int, ...] | None = field(
+        default=None, metadata=_meta("[w, h] asked of a device; every frame is scaled to it.")
+    )
+    open_timeout_s: float = field(default=10.0, metadata=_meta("Open timeout.", min=0.1, max=600))
+    read_timeout_s: float = field(
+        default=5.0, metadata=_meta("A read slower than this restarts the capture.", min=0.1, max=600)
+    )
+    backoff_min_s: float = field(
+        default=1.0, metadata=_meta("First reconnect delay; doubles up to backoff_max_s.", min=0.01)
+    )
+    backoff_max_s: float = field(default=30.0, metadata=_meta("Longest reconnect delay.", min=0.01))
+    change_threshold: float = field(
+        default=2.0,
+        metadata=_meta("Mean grey-level change (0-255) below which a region is not read again.", min=0),
+    )
+    debounce_frames: int = field(
+        default=2, metadata=_meta("A new value is sent once read the same on this many frames.", min=1)
+    )
+    evidence: EvidenceConfig | None = field(
+        default=None, metadata=_meta("Save the frame when a value changes; null: off.")
+    )
+    password_file: Path | None = field(default=None, metadata=_meta("File holding the stream password."))
+    password_env: str | None = field(
+        default=None, metadata=_meta("Environment variable holding the stream password.")
+    )
+    password_credential: str | None = field(
+        default=None, metadata=_meta("systemd credential name holding the stream password.")
+    )
+
+    def read_password(self) -> str | None:
+        return read_secret(
+            f"sources.{self.name}.password",
+            file=self.password_file,
+            env=self.password_env,
+            credential=self.password_credential,
+        )
+
+
+SourceConfig = FolderSource | CameraSource
+SOURCE_TYPES: dict[str, type] = {"folder": FolderSource, "camera": CameraSource}
+PLANNED_SOURCE_TYPES: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -749,8 +834,16 @@ def _load_sources(w: _Walker, node: yaml.Node, key: str) -> Any:
             )
             out.append(_INVALID)
             continue
-        out.append(w.dataclass(child, SOURCE_TYPES[kind], sub, entries))
+        src = w.dataclass(child, SOURCE_TYPES[kind], sub, entries)
+        if isinstance(src, CameraSource) and isinstance(src.url, str) and _is_file_url(src.url):
+            src = dataclasses.replace(src, url=str(_resolve(w.base_dir, src.url)))  # like every path
+        out.append(src)
     return _INVALID if any(s is _INVALID for s in out) else tuple(out)
+
+
+def _is_file_url(url: str) -> bool:
+    """A camera url naming a video file (not a device, not a stream URL)."""
+    return bool(url) and "://" not in url and not url.startswith("/dev/") and not url.isdigit()
 
 
 def _load_config(w: _Walker, root: yaml.Node) -> Config | None:
@@ -792,6 +885,8 @@ def _check(cfg: Config, error: Callable[[str, str], None]) -> None:
         names.setdefault(src.name, i)
         if isinstance(src, FolderSource):
             _check_folder(src, key, error)
+        elif isinstance(src, CameraSource):
+            _check_camera(src, key, error)
 
 
 def _check_folder(src: FolderSource, key: str, error: Callable[[str, str], None]) -> None:
@@ -807,6 +902,52 @@ def _check_folder(src: FolderSource, key: str, error: Callable[[str, str], None]
             error(
                 f"{key}.{name}", "must not be inside the inbox when `recursive: true` (files would come back)"
             )
+
+
+def _check_camera(src: CameraSource, key: str, error: Callable[[str, str], None]) -> None:
+    url = src.url
+    if isinstance(url, str):
+        parts = urlsplit(url)
+        if not url.strip():
+            error(f"{key}.url", "must not be empty")
+        elif "://" in url and parts.password is not None:
+            error(
+                f"{key}.url",
+                "secrets are not accepted in the configuration file; keep the user name in the URL and put "
+                "the password in password_file, password_env or password_credential",
+            )
+    secrets = [n for n in ("password_file", "password_env", "password_credential") if getattr(src, n)]
+    if len(secrets) > 1:
+        error(f"{key}.{secrets[1]}", "set only one of password_file, password_env, password_credential")
+    if secrets and not (isinstance(url, str) and urlsplit(url).username):
+        error(f"{key}.{secrets[0]}", "a stream password needs a user name in the URL (rtsp://user@host/...)")
+    if src.resolution is not None and (len(src.resolution) != 2 or min(src.resolution) < 1):
+        error(f"{key}.resolution", "must be [width, height], both positive")
+    if src.backoff_min_s > src.backoff_max_s:
+        error(f"{key}.backoff_min_s", "must not exceed backoff_max_s")
+    seen: dict[str, int] = {}
+    for j, r in enumerate(src.regions):
+        rkey = f"{key}.regions[{j}]"
+        if not _NAME_RE.match(r.name):
+            error(f"{rkey}.name", f"{r.name!r} must be letters, digits, '_', '.', '-'")
+        if r.name in seen:
+            error(f"{rkey}.name", f"duplicate region name (also regions[{seen[r.name]}])")
+        seen.setdefault(r.name, j)
+        if r.box is not None and r.polygon is not None:
+            error(f"{rkey}.polygon", "give box or polygon, not both")
+        if r.box is None and r.polygon is None:
+            error(f"{rkey}.box", "a region needs box: [x, y, w, h] or polygon: [[x, y] x4]")
+        if r.box is not None and (len(r.box) != 4 or r.box[2] < 2 or r.box[3] < 2 or min(r.box[:2]) < 0):
+            error(f"{rkey}.box", "must be [x, y, w, h] with x, y >= 0 and w, h >= 2")
+        if r.polygon is not None and (len(r.polygon) != 4 or any(len(p) != 2 for p in r.polygon)):
+            error(f"{rkey}.polygon", "must be 4 points [[x, y], [x, y], [x, y], [x, y]]")
+        if r.pattern is not None:
+            try:
+                re.compile(r.pattern)
+            except re.error as exc:
+                error(f"{rkey}.pattern", f"not a valid regular expression: {exc}")
+        if r.charset is not None and not r.charset:
+            error(f"{rkey}.charset", "must not be empty (leave it out to allow every character)")
 
 
 def _check_mqtt(m: MqttConfig, error: Callable[[str, str], None]) -> None:
@@ -867,6 +1008,9 @@ def _finish(cfg: Config) -> Config:
                 done = cfg.state_dir / "done" / src.name
             failed = src.failed_dir or cfg.state_dir / "failed" / src.name
             src = dataclasses.replace(src, done_dir=done, failed_dir=failed)
+        elif isinstance(src, CameraSource) and src.evidence is not None and src.evidence.dir is None:
+            evidence = dataclasses.replace(src.evidence, dir=cfg.state_dir / "evidence" / src.name)
+            src = dataclasses.replace(src, evidence=evidence)
         sources.append(src)
     mqtt = cfg.mqtt
     if mqtt is not None and mqtt.client_id is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_ocr import __version__
+from edge_ocr.config import CameraSource as CameraConfig
 from edge_ocr.config import Config, load_config
 from edge_ocr.decode import decode
 from edge_ocr.errors import ConfigError, EdgeOcrError
@@ -31,7 +32,9 @@ from edge_ocr.pipeline import Engine, EngineSettings
 from edge_ocr.publish.mqtt import MqttPublisher
 from edge_ocr.publish.stdout import StdoutPublisher
 from edge_ocr.publish.topics import Command, Topics
+from edge_ocr.regions import EvidenceStore, RegionAnalyzer, RegionTracker, regions_from_config
 from edge_ocr.results import message_id, result_message, safe_topic_level
+from edge_ocr.sources.camera import CameraSource, CapturedFrame, settings_from_config
 from edge_ocr.sources.folder import FolderItem, FolderSettings, FolderSource
 
 log = logging.getLogger(__name__)
@@ -117,6 +120,7 @@ class _Generation:
         self.publisher_stop = threading.Event()
         self.queue: queue.Queue[FolderItem] = queue.Queue(maxsize=max(2, 2 * cfg.engine.workers))
         self.sources: dict[str, FolderSource] = {}
+        self.cameras: dict[str, CameraSource] = {}  # camera sources (issue 4), apart from the folders
         self.workers: list[threading.Thread] = []
         self.publisher: MqttPublisher | StdoutPublisher | None = None
         self.http: HttpServer | None = None
@@ -190,14 +194,18 @@ class Daemon:
             t.start()
         # Every source is registered before any starts: a source hands out the files already in its
         # folder at once, and a worker looks its source up by name.
-        for src in cfg.sources:
+        folders = [s for s in cfg.sources if not isinstance(s, CameraConfig)]
+        for src in folders:
             gen.sources[src.name] = FolderSource(
                 folder_settings(src), gen.stop, gen.queue, can_accept=self._can_accept
             )
-        for src in cfg.sources:
+        for src in folders:
             source = gen.sources[src.name]
             source.start()
             log.info("source %s: watching %s (%s)", src.name, src.path, source.mode)
+        for src in cfg.sources:
+            if isinstance(src, CameraConfig):
+                self._start_camera(gen, src)
         if cfg.http.enabled:
             gen.http = HttpServer(cfg.http.host, cfg.http.port, self.health, self.metrics)
             gen.http.start()
@@ -208,6 +216,8 @@ class Daemon:
             gen.http.stop()
         for source in gen.sources.values():
             source.stop()
+        for camera in gen.cameras.values():
+            camera.stop()  # its analysis finishes the frame in hand before the publisher stops
         gen.stop.set()
         for t in gen.workers:
             t.join(STUCK_AFTER_S)
@@ -251,6 +261,8 @@ class Daemon:
                 for source in self.gen.sources.values():
                     source.request_rescan()
             return {"ok": True, "paused": False}
+        if cmd.verb == "capture":
+            return self._capture_command(cmd.args)
         if cmd.verb == "stats":
             return {"ok": True, **self.status()}
         return {"ok": False, "error": f"unknown command {cmd.verb!r}"}
@@ -347,6 +359,74 @@ class Daemon:
         else:
             log.warning("%s: failed: %s", item.relpath, error.get("message") if error else "?")
 
+    # ------------------------------------------------------------------ cameras (issue 4)
+
+    def _start_camera(self, gen: _Generation, src: CameraConfig) -> None:
+        """A camera with its own analysis thread: frames -> regions -> one message per published value."""
+        assert self.engine is not None
+        tracker = RegionTracker(
+            self.engine,
+            regions_from_config(src.regions),
+            change_threshold=src.change_threshold,
+            debounce_frames=src.debounce_frames,
+        )
+        evidence = None
+        if src.evidence is not None and src.evidence.dir is not None:
+            ev = src.evidence
+            evidence = EvidenceStore(
+                ev.dir, src.name, max_files=ev.max_files, max_bytes=int(ev.max_mb * 1024 * 1024)
+            )
+        analyzer = RegionAnalyzer(
+            src.name, gen.cfg.device_id, tracker, model=dict(self.engine.models), evidence=evidence
+        )
+        try:
+            password = src.read_password()
+        except ConfigError as exc:
+            log.error("camera %s: %s; connecting without a password", src.name, exc)
+            password = None
+        camera = CameraSource(
+            settings_from_config(src, password),
+            gen.stop,
+            lambda frame: self._camera_frame(gen, src.name, analyzer, frame),
+            can_accept=self._can_accept,
+        )
+        gen.cameras[src.name] = camera
+        camera.start()
+
+    def _camera_frame(
+        self, gen: _Generation, name: str, analyzer: RegionAnalyzer, frame: CapturedFrame
+    ) -> None:
+        """On the camera's analysis thread. A full outbox holds frames back (can_accept), never values."""
+        assert self.outbox is not None
+        cfg = gen.cfg
+        topic_ = Topics(cfg.mqtt.topic_prefix if cfg.mqtt else "edge-ocr", cfg.device_id).result(
+            safe_topic_level(name)
+        )
+        for msg in analyzer.messages(frame.image, frame.captured_at, force=frame.forced):
+            payload = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
+            self.outbox.put(msg["id"], topic_, payload, qos=cfg.mqtt.qos if cfg.mqtt else 1, force=True)
+            log.info(
+                "camera %s: %s = %r%s", name, msg["region"], msg["text"], "" if msg["valid"] else " (invalid)"
+            )
+
+    def _capture_command(self, args: dict[str, Any]) -> dict[str, Any]:
+        """cmd/capture [{"source": name}]: analyse the next frame of each (or the named) camera now."""
+        cameras = self.gen.cameras if self.gen is not None else {}
+        wanted = args.get("source") if isinstance(args, dict) else None
+        chosen = {n: c for n, c in cameras.items() if wanted in (None, n)}
+        if not chosen:
+            return {"ok": False, "error": f"no camera source {wanted!r}" if wanted else "no camera sources"}
+        for camera in chosen.values():
+            camera.request_capture()
+        return {"ok": True, "sources": {n: c.stats()["state"] for n, c in chosen.items()}}
+
+    @staticmethod
+    def _camera_healthy(camera: CameraSource) -> bool:
+        """Threads alive, supervisor beating, analysis not stuck; a disconnected camera is not unhealthy."""
+        now = time.monotonic()
+        busy = camera.analysis_busy_since
+        return camera.alive() and now - camera.heartbeat < 60 and (busy is None or now - busy < STUCK_AFTER_S)
+
     # ------------------------------------------------------------------ health, stats, metrics
 
     def _stuck_workers(self) -> list[str]:
@@ -365,6 +445,8 @@ class Daemon:
         if any(not t.is_alive() for t in gen.workers) or self._stuck_workers():
             return False
         now = time.monotonic()
+        if not all(self._camera_healthy(c) for c in gen.cameras.values()):
+            return False
         return all(now - s.heartbeat < max(60.0, 3 * s.settings.rescan_s) for s in gen.sources.values())
 
     def status(self) -> dict[str, Any]:
@@ -379,6 +461,7 @@ class Daemon:
             out["broker"] = {"connected": st.connected, "last_error": st.last_error}
         if gen is not None:
             out["sources"] = {n: s.stats() for n, s in gen.sources.items()}
+            out["sources"].update({n: c.stats() for n, c in gen.cameras.items()})
         return out
 
     def health(self) -> tuple[bool, dict[str, Any]]:

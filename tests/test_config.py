@@ -188,7 +188,7 @@ def test_missing_required_keys(tmp_path: Path) -> None:
     assert all(msg == "required key is missing" for _, _, msg in found)
 
 
-def test_camera_is_not_supported_yet(tmp_path: Path) -> None:
+def test_camera_source_loads_and_a_bad_region_is_named(tmp_path: Path) -> None:
     found = problems(
         tmp_path,
         """\
@@ -197,12 +197,15 @@ def test_camera_is_not_supported_yet(tmp_path: Path) -> None:
           - name: meter
             type: camera
             url: /dev/video0
+            regions:
+              - name: reading
+                box: [1, 2, 3]
         """,
     )
     assert len(found) == 1
     line, key, msg = found[0]
-    assert (line, key) == (4, "sources[0].type")
-    assert "not supported yet" in msg
+    assert (line, key) == (8, "sources[0].regions[0].box")
+    assert "[x, y, w, h]" in msg
 
 
 def test_password_in_yaml_is_refused_with_where_to_put_it(tmp_path: Path) -> None:
