@@ -113,8 +113,25 @@ class CameraUnavailable(Exception):
     """The camera cannot be opened now (missing device or file, refused, timed out); retried."""
 
 
+_quieted = False
+
+
+def _quiet_backends() -> None:
+    """Every failed open would print OpenCV warnings and libav errors on stderr (once per retry, forever,
+    into the journal); our own log already says what failed. Setting OPENCV_LOG_LEVEL or
+    OPENCV_FFMPEG_LOGLEVEL in the environment keeps the backends' messages."""
+    global _quieted
+    if _quieted:
+        return
+    _quieted = True
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when OpenCV first initialises libav
+
+
 def open_capture(settings: CameraSettings) -> Capture:
     """Open the VideoCapture for `settings.url` with the right backend and timeouts, or raise."""
+    _quiet_backends()
     kind, target = classify(settings.url)
     params: list[int] = []
     if kind == SourceKind.DEVICE:
