@@ -41,21 +41,23 @@ target "_common" {
   labels = {
     "org.opencontainers.image.version" = VERSION
   }
-}
-
-target "image" {
-  inherits  = ["_common"]
-  platforms = ["linux/amd64", "linux/arm64"]
-  tags      = [for t in split(" ", TAG) : "${IMAGE}:${t}" if t != ""]
   # mode=max also caches the intermediate stages (the models stage above all: the wheel download and
   # the quantization are the slow part; they are redone only when edge_ocr/ or models/ change).
   cache-from = CACHE == "gha" ? ["type=gha,scope=${CACHE_SCOPE}"] : []
   cache-to   = CACHE == "gha" ? ["type=gha,scope=${CACHE_SCOPE},mode=max"] : []
 }
 
-# This machine's platform only, loaded into the local docker engine (for trying the image out).
+target "image" {
+  inherits  = ["_common"]
+  platforms = ["linux/amd64", "linux/arm64"]
+  tags      = [for t in split(" ", TAG) : "${IMAGE}:${t}" if t != ""]
+}
+
+# This machine's platform only, loaded into the local docker engine: trying the image out, and the
+# image workflow's smoke test (it reuses the layers that target "image" cached for linux/amd64).
 target "image-local" {
   inherits = ["_common"]
   tags     = ["${IMAGE}:${TAG}"]
   output   = ["type=docker"]
+  cache-to = [] # read the cache only: writing one platform's index would evict the other's layers
 }

@@ -222,5 +222,7 @@ def test_bake_builds_both_platforms_from_this_dockerfile_with_a_cache():
     assert image, 'no target "image"'
     assert re.search(r'platforms\s*=\s*\["linux/amd64", "linux/arm64"\]', image.group(1))
     assert 'dockerfile = "Dockerfile.arm64"' in text and 'target     = "runtime"' in text
-    assert "type=gha" in image.group(1) and "mode=max" in image.group(1)
+    common = re.search(r'target "_common" \{(.*?)\n\}', text, re.S)
+    assert common and 'inherits  = ["_common"]' in image.group(1)
+    assert "type=gha" in common.group(1) and "mode=max" in common.group(1)
     assert text.count("{") == text.count("}")
