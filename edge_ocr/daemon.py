@@ -286,8 +286,12 @@ class Daemon:
             try:
                 self._process(gen, item)
             except Exception:
-                # A bug must not take the daemon down; the file stays in the inbox for a later try.
-                log.exception("unexpected error processing %s", item.path)
+                # A bug or a disk error must not take the daemon down. The file stays in the inbox and
+                # is handed back to its source, which offers it again at the next rescan.
+                log.exception("unexpected error processing %s; it stays in the inbox", item.path)
+                source = gen.sources.get(item.source)
+                if source is not None:
+                    source.release(item.path)
         self._beat(name, busy=False)
 
     def _process(self, gen: _Generation, item: FolderItem) -> None:

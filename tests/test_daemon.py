@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -626,3 +627,41 @@ def test_mqtt_commands_pause_and_resume(tmp_path, mosquitto, daemons, subscriber
     assert sub.wait_for(lambda _: result_files(sub) == {"p.png"}, T_FILE), d.tail()
     assert wait_until(lambda: names_in(root / "done" / "inbox") == {"p.png"}, 15)
     assert d.stop() == 0
+
+
+def test_a_file_whose_result_cannot_be_stored_stays_in_the_inbox_and_is_tried_again(
+    tmp_path, models_dir, monkeypatch
+):
+    """The outbox refuses a write once (a full disk): the file is not lost and not stuck in flight; the
+    next rescan offers it again and it is processed. In-process, to inject the disk error."""
+    import yaml
+
+    from edge_ocr.config import parse_config
+    from edge_ocr.daemon import Daemon
+    from edge_ocr.errors import PublishError
+    from edge_ocr.outbox import Outbox
+
+    root = tmp_path / "box"
+    cfg = daemon_config(root)
+    cfg["sources"][0]["rescan_s"] = 1
+    daemon = Daemon(parse_config(yaml.safe_dump(cfg), "test.yaml"))
+    real_put, refused = Outbox.put, []
+
+    def put_failing_once(self: Outbox, msg_id: str, topic_: str, payload: bytes, *a: Any, **kw: Any) -> bool:
+        if b'"file":"disk.png"' in payload and not refused:
+            refused.append(msg_id)
+            raise PublishError("cannot store message: database or disk is full (injected)")
+        return real_put(self, msg_id, topic_, payload, *a, **kw)
+
+    monkeypatch.setattr(Outbox, "put", put_failing_once)
+    runner = threading.Thread(target=daemon.run, name="daemon-under-test")
+    runner.start()
+    try:
+        drop(root / "inbox", "disk.png", tiny_png("disk"))
+        assert wait_until(lambda: bool(refused), T_FILE)
+        assert wait_until(lambda: names_in(root / "done" / "inbox") == {"disk.png"}, T_FILE)
+        assert daemon.outbox is not None and daemon.outbox.depth() == 1
+    finally:
+        daemon.request_stop()
+        runner.join(60)
+    assert not runner.is_alive()

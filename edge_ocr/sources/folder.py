@@ -319,6 +319,12 @@ class FolderSource:
 
     # ----------------------------------------------------------------- completion
 
+    def release(self, path: str | Path) -> None:
+        """Give back a handed-out file untouched (its processing failed unexpectedly, e.g. the outbox
+        could not store the result): it stays in the inbox and the next rescan offers it again."""
+        with self._lock:
+            self._in_flight.pop(os.path.abspath(path), None)
+
     def complete(self, path: str | Path, ok: bool, reason: dict[str, Any] | None = None) -> Path | None:
         """Finish a handed-out file: to done_dir (or deleted) when ok, else to failed_dir + error.json.
 
