@@ -50,7 +50,7 @@ def write_meter_video(
     path: Path, values: Sequence[tuple[str, float]], fps: float = 10.0, noise: int = 3
 ) -> list[int]:
     """An MJPG .avi showing each (text, seconds) in turn; returns the first frame index of each value."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, FRAME)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, FRAME)
     if not writer.isOpened():
         raise OSError(f"cannot write {path}")
     starts, n = [], 0

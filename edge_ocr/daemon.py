@@ -23,6 +23,7 @@ from typing import Any
 from edge_ocr import __version__
 from edge_ocr.config import CameraSource as CameraConfig
 from edge_ocr.config import Config, load_config
+from edge_ocr.config import FolderSource as FolderConfig
 from edge_ocr.decode import decode
 from edge_ocr.errors import ConfigError, EdgeOcrError
 from edge_ocr.http import HttpServer, prometheus
@@ -194,7 +195,7 @@ class Daemon:
             t.start()
         # Every source is registered before any starts: a source hands out the files already in its
         # folder at once, and a worker looks its source up by name.
-        folders = [s for s in cfg.sources if not isinstance(s, CameraConfig)]
+        folders = [s for s in cfg.sources if isinstance(s, FolderConfig)]
         for src in folders:
             gen.sources[src.name] = FolderSource(
                 folder_settings(src), gen.stop, gen.queue, can_accept=self._can_accept
@@ -203,9 +204,9 @@ class Daemon:
             source = gen.sources[src.name]
             source.start()
             log.info("source %s: watching %s (%s)", src.name, src.path, source.mode)
-        for src in cfg.sources:
-            if isinstance(src, CameraConfig):
-                self._start_camera(gen, src)
+        for cam_cfg in cfg.sources:
+            if isinstance(cam_cfg, CameraConfig):
+                self._start_camera(gen, cam_cfg)
         if cfg.http.enabled:
             gen.http = HttpServer(cfg.http.host, cfg.http.port, self.health, self.metrics)
             gen.http.start()
@@ -298,7 +299,7 @@ class Daemon:
         cfg = gen.cfg
         assert self.engine is not None and self.outbox is not None
         source = gen.sources[item.source]
-        src_cfg = next(s for s in cfg.sources if s.name == item.source)
+        src_cfg = next(s for s in cfg.sources if s.name == item.source and isinstance(s, FolderConfig))
         sha = item.sha256 or ""
         topics = Topics(cfg.mqtt.topic_prefix if cfg.mqtt else "edge-ocr", cfg.device_id)
         topic_ = topics.result(safe_topic_level(item.source))
@@ -375,8 +376,8 @@ class Daemon:
             debounce_frames=src.debounce_frames,
         )
         evidence = None
-        if src.evidence is not None and src.evidence.dir is not None:
-            ev = src.evidence
+        ev = src.evidence
+        if ev is not None and ev.dir is not None:
             evidence = EvidenceStore(
                 ev.dir, src.name, max_files=ev.max_files, max_bytes=int(ev.max_mb * 1024 * 1024)
             )

@@ -257,10 +257,12 @@ class CameraSource:
     def _stopping(self) -> bool:
         return self._stop.is_set() or self._outer_stop.is_set()
 
-    def _wait(self, seconds: float) -> bool:
-        """Sleep up to `seconds`; True when stopping."""
+    def _wait(self, seconds: float, *, beat: bool = False) -> bool:
+        """Sleep up to `seconds`; True when stopping. `beat`: the supervisor stays visibly alive."""
         deadline = time.monotonic() + seconds
         while not self._stopping():
+            if beat:
+                self.heartbeat = time.monotonic()
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -362,15 +364,15 @@ class CameraSource:
             if session.ended:
                 self._set_state("ended")
                 log.info("camera %s: the video ended (loop: false); nothing more to read", self.name)
-                while not self._wait(1.0):
-                    self.heartbeat = time.monotonic()
+                while not self._wait(1.0, beat=True):
+                    pass
                 break
             error = session.error or "capture ended"
             self._set_state("disconnected", error)
             if session.frames > 0:
                 backoff = s.backoff_min_s  # it worked for a while: retry soon
             log.warning("camera %s: %s; reconnecting in %.1f s", self.name, error, backoff)
-            if self._wait(backoff):
+            if self._wait(backoff, beat=True):
                 break
             backoff = min(s.backoff_max_s, backoff * 2)
         self.heartbeat = time.monotonic()
