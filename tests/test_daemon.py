@@ -665,3 +665,27 @@ def test_a_file_whose_result_cannot_be_stored_stays_in_the_inbox_and_is_tried_ag
         daemon.request_stop()
         runner.join(60)
     assert not runner.is_alive()
+
+
+def test_sigterm_finishes_the_file_in_hand_and_publishes_it_before_offline(
+    tmp_path, mosquitto, daemons, subscribers, eval_data
+):
+    """SIGTERM while a page is being read: the daemon finishes it, publishes its result, then `offline`."""
+    root = tmp_path / "box"
+    port = free_port()
+    sub = subscribers(mosquitto)
+    d = daemons(daemon_config(root, mosquitto, http={"enabled": True, "port": port})).start_ready()
+    page = sorted((eval_data / "pages").glob("*.jpg"))[0]
+    drop(root / "inbox", page.name, page.read_bytes())
+    assert wait_until(lambda: health(port)["sources"]["inbox"]["in_flight"] == 1, T_FILE), d.tail()
+    assert names_in(root / "done" / "inbox") == set(), "the page was read before SIGTERM; nothing to test"
+    assert d.stop() == 0
+    assert names_in(root / "done" / "inbox") == {page.name}
+    assert sub.wait_for(lambda _: statuses(sub)[-1:] == [b"offline"], 15)
+    kinds = [
+        m.topic.rsplit("/", 1)[-1]
+        for m in sub.messages
+        if "/result/" in m.topic or m.topic.endswith("/status")
+    ]
+    assert kinds[-2:] == ["inbox", "status"], kinds  # the result, then offline
+    assert result_files(sub) == {page.name}
