@@ -65,7 +65,7 @@ def write_meter_video(
     return starts
 
 
-def _config(state: Path, video: Path, url: str, interval: float, threshold: float) -> str:
+def _config(state: Path, video: Path, url: str, interval: float, threshold: float, threads: int) -> str:
     x, y, w, h = METER_BOX
     return f"""
 device_id: bench
@@ -85,6 +85,8 @@ sources:
 mqtt:
   url: {url}
   stats_interval_s: 0
+engine:
+  threads: {threads}
 logging:
   level: WARNING
 """
@@ -106,7 +108,9 @@ def _run(
     broker = Mosquitto(tmp / f"broker-{args.threshold}").start()
     sub = Subscriber(broker, ["edge-ocr/bench/result/#"])
     state = tmp / f"state-{args.threshold}"
-    cfg = parse_config(_config(state, video, broker.url, args.interval, args.threshold), base_dir=tmp)
+    cfg = parse_config(
+        _config(state, video, broker.url, args.interval, args.threshold, args.threads), base_dir=tmp
+    )
     daemon = Daemon(cfg)
     runner = threading.Thread(target=daemon.run, daemon=True)
     offset = time.time() - time.monotonic()
@@ -161,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--interval", type=float, default=0.1, help="interval_s of the camera (0: every frame)"
     )
+    parser.add_argument("--threads", type=int, default=0, help="engine.threads (0: onnxruntime's default)")
     parser.add_argument("--threshold", type=float, default=2.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
