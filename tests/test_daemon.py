@@ -13,7 +13,9 @@ Issue 3's "What must hold", test by test:
 - wrong password: test_wrong_password_...; TLS with a self-signed CA: test_tls_...; outbox full:
   test_outbox_full_...; SIGHUP: test_sighup_...; systemd notifications (and /healthz, /metrics):
   test_systemd_notifications_...; config errors: test_config_validate_names_file_key_and_line
-- also: the embedded default (test_embedded_default_...) and cmd/pause|resume (test_mqtt_commands_...).
+- also: the embedded default (test_embedded_default_...), cmd/pause|resume (test_mqtt_commands_...),
+  SIGTERM mid-file (test_sigterm_finishes_...), SIGHUP with files queued (test_sighup_while_files_...),
+  an outbox write refused once (test_a_file_whose_result_cannot_be_stored_..., in-process).
 The benchmark (`edge-ocr bench --daemon`) is not a test here.
 """
 
@@ -689,3 +691,22 @@ def test_sigterm_finishes_the_file_in_hand_and_publishes_it_before_offline(
     ]
     assert kinds[-2:] == ["inbox", "status"], kinds  # the result, then offline
     assert result_files(sub) == {page.name}
+
+
+def test_sighup_while_files_are_queued_loses_none(tmp_path, mosquitto, daemons, subscribers):
+    """A reload drops the old generation's queue; the new sources must find those files again."""
+    root = tmp_path / "box"
+    sub = subscribers(mosquitto)
+    d = daemons(daemon_config(root, mosquitto)).start_ready()
+    expected = {}
+    for i in range(30):
+        name, data = f"h{i:02d}.png", tiny_png(f"h{i:02d}")
+        expected[name] = expected_id(name, data)
+        drop(root / "inbox", name, data)
+    assert sub.wait_for(lambda _: len(results(sub)) >= 2, T_FILE), d.tail()
+    d.send(signal.SIGHUP)
+    assert d.wait_log(r"reloading configuration from", 30), d.tail()
+    assert sub.wait_for(lambda _: result_files(sub) == set(expected), 120), d.tail()
+    assert_delivered_once_per_id(sub, expected)
+    assert wait_until(lambda: names_in(root / "done" / "inbox") == set(expected), 15)
+    assert d.stop() == 0
