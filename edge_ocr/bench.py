@@ -83,6 +83,7 @@ def _edge_reader(spec: dict[str, Any]) -> Reader:
         kw["models_dir"] = Path(spec["models"])
     if spec.get("detector"):
         kw["detector"] = DetectorSettings(**spec["detector"])
+    kw.update(spec.get("options") or {})
     engine = Engine(EngineSettings(**kw))
 
     def read(path: Path) -> dict[str, Any]:
@@ -215,7 +216,7 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 def score(spec: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     """One table row from a worker's raw readings."""
-    row = {k: spec.get(k) for k in ("engine", "label", "set", "threads", "detector")}
+    row = {k: spec.get(k) for k in ("engine", "label", "set", "threads", "detector", "options")}
     row.update(precision=spec["precision_label"], sweep=bool(spec.get("sweep")))
     if "error" in raw:
         return {**row, "error": raw["error"]}
@@ -268,10 +269,31 @@ def _precisions(models_dir: Path | None, wanted: Sequence[str] | None) -> list[t
     return out
 
 
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """--option KEY=VALUE pairs -> EngineSettings keyword arguments (values read as JSON if they parse:
+    `use_cls=false`, `rec_batch_size=1`, `min_confidence=0.3`; else kept as strings)."""
+    from dataclasses import fields
+
+    from edge_ocr.pipeline import EngineSettings
+
+    known = {f.name for f in fields(EngineSettings)} - {"threads", "precision", "detector", "models_dir"}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in known:
+            raise ConfigError(f"--option {pair!r}: expected KEY=VALUE with KEY one of {sorted(known)}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every worker spec of this run, in the order they run."""
     data = Path(args.data)
     base = {"data": str(data), "models": args.models, "repeat": args.repeat}
+    options = parse_options(args.option or [])
     det = {"limit_side_len": args.det_limit, "limit_type": args.det_limit_type} if args.det_limit else None
     sets: list[tuple[str, str]] = []
     if args.only in (None, "lines"):
@@ -294,6 +316,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "precision_label": label,
                         "threads": n,
                         "detector": det,
+                        "options": options,
                     }
                 )
         if args.baselines:
@@ -330,6 +353,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "precision_label": label,
                         "threads": 1,
                         "detector": {"limit_side_len": side, "limit_type": typ},
+                        "options": options,
                         "sweep": True,
                     }
                 )
@@ -394,6 +418,9 @@ def render(rows: list[dict[str, Any]]) -> str:
                     f"{r['cer_nows_nfkc']:>9.4f}{r['ms_median']:>8.1f}{r['ms_p95']:>8.1f}"
                     f"{r['rss_mb']:>8.0f}{_start(r):>12}"
                 )
+    options = next((r["options"] for r in rows if r.get("options")), None)
+    if options:
+        out.append(f"\nedge-ocr rows ran with EngineSettings overrides {options}")
     ratio = speed_ratio(rows)
     if ratio:
         out.append(f"\nspeed per page, 1 thread (median): {ratio}")
@@ -463,6 +490,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--det-sweep", action="store_true", help="also run pages with several detector side limits (1 thread)"
+    )
+    parser.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an EngineSettings field for the edge-ocr rows, e.g. use_cls=false or rec_batch_size=1",
     )
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
