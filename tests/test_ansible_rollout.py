@@ -14,6 +14,7 @@ Versions A and B are wheels built from this checkout with the version rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -180,7 +181,8 @@ class Fleet:
         out = proc.stdout + proc.stderr
         (self.tmp / f"play-{version}-{inventory.stem}-{time.time():.0f}.log").write_text(out)
         recap = {
-            m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"} for m in RECAP.finditer(out)
+            m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+            for m in RECAP.finditer(out)
         }
         return proc.returncode, recap, out
 
@@ -196,10 +198,8 @@ class Fleet:
                 if "edge-ocr run" in cmdline and str(self.tmp) in cmdline:
                     pids.add(int(proc.name))
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture(scope="module")

@@ -149,7 +149,8 @@ def test_exec_start_is_edge_ocr_run_with_the_config_in_configuration_directory()
     config = Path(args.config)
     assert config.parent == Path("/etc") / one("ConfigurationDirectory")
     # The installed command accepts the same options.
-    proc = subprocess.run([str(Path(sys.executable).parent / "edge-ocr"), "run", "--help"], capture_output=True, text=True, timeout=60)
+    edge_ocr = str(Path(sys.executable).parent / "edge-ocr")
+    proc = subprocess.run([edge_ocr, "run", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--config" in proc.stdout, proc.stderr
 
 
