@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edge_ocr.errors import InputError
@@ -63,11 +64,18 @@ class Engine:
 
     def _read(self, crops: list[np.ndarray], timings: dict[str, float]) -> list[tuple[str, float]]:
         t = time.perf_counter()
-        if self._cls is not None and crops:
-            crops = self._cls.upright(crops)
+        flagged = self._cls.upside_down(crops) if self._cls is not None and crops else []
         timings["cls"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         out = self._rec.recognize(crops)
+        if flagged:
+            # The 0.6 MB classifier calls many short upright receipt lines upside down (on lines_en it
+            # raised CER from 0.021 to 0.035). A line it flags is also read turned, and the reading the
+            # recognizer is more confident in wins: one extra recognition for the flagged lines only.
+            turned = self._rec.recognize([cv2.rotate(crops[i], cv2.ROTATE_180) for i in flagged])
+            for i, alt in zip(flagged, turned, strict=True):
+                if alt[1] > out[i][1]:
+                    out[i] = alt
         timings["rec"] = (time.perf_counter() - t) * 1000
         return out
 

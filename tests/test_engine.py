@@ -6,6 +6,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -35,6 +36,25 @@ def test_reads_a_receipt_page(engine, eval_data):
 def test_run_line_reads_a_crop(engine, eval_data):
     result = engine.run_line(read_image(eval_data / "lines_en" / "img" / "sroie_017_013.png"))
     assert _fold(result.text) == _fold("BILL START: 20/11/2017 03:55:07 PM")
+
+
+def test_upside_down_page_reads_like_the_upright_one(engine, eval_data):
+    upright = read_image(eval_data / "pages" / "sroie_116.jpg")
+    turned = engine.run(cv2.rotate(upright, cv2.ROTATE_180))
+    text = _fold(turned.text)
+    for expected in ("SYARIKAT PERNIAGAAN GIN KEE", "TEL : 03-40210276", "GST ID : 000750673920", "116.28"):
+        assert _fold(expected) in text
+
+
+def test_upright_lines_are_not_turned_by_the_direction_classifier(engine, eval_data):
+    # Short upright receipt lines the classifier calls upside down: read turned, they lose to the
+    # upright reading, so the text stays right (a blind flip read the first as 'ISISAIN NG GZIA SINIIO').
+    labels = dict(
+        line.split("\t", 1) for line in (eval_data / "lines_en" / "labels.tsv").read_text().splitlines()
+    )
+    for name in ("sroie_303_003.png", "sroie_307_007.png", "sroie_583_019.png", "sroie_044_032.png"):
+        text = engine.run_line(read_image(eval_data / "lines_en" / "img" / name)).text
+        assert _fold(text) == _fold(labels[f"img/{name}"]), name
 
 
 def test_blank_image_has_no_lines(engine):

@@ -15,7 +15,7 @@ _H, _W = 48, 192
 
 
 class AngleClassifier:
-    """Immutable; flips lines the model reads as upside down with probability >= thresh."""
+    """Immutable; names the lines the model reads as upside down with probability >= thresh."""
 
     def __init__(self, session: ort.InferenceSession, thresh: float = 0.9, batch_size: int = 8) -> None:
         self._session = session
@@ -30,12 +30,11 @@ class AngleClassifier:
         x[:, :, :rw] = normalize_chw(cv2.resize(img, (rw, _H)))
         return x
 
-    def upright(self, crops: list[np.ndarray]) -> list[np.ndarray]:
-        out = list(crops)
+    def upside_down(self, crops: list[np.ndarray]) -> list[int]:
+        """Indices of the crops the model reads as turned 180 degrees."""
+        flagged: list[int] = []
         for start in range(0, len(crops), self.batch_size):
             batch = np.stack([self._prepare(c) for c in crops[start : start + self.batch_size]])
             probs = run(self._session, {self._input: batch})[0]
-            for k, p in enumerate(probs):
-                if p.argmax() == 1 and p[1] >= self.thresh:
-                    out[start + k] = cv2.rotate(crops[start + k], cv2.ROTATE_180)
-        return out
+            flagged.extend(start + k for k, p in enumerate(probs) if p.argmax() == 1 and p[1] >= self.thresh)
+        return flagged
