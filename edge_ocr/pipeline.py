@@ -33,7 +33,7 @@ class EngineSettings:
     min_confidence: float = 0.5  # lines read with lower mean character probability are dropped
     precision: str | None = None  # force "fp32" or "int8" for every model; None: manifest defaults
     detector: DetectorSettings = field(default_factory=DetectorSettings)
-    rec_batch_size: int = 8
+    rec_batch_size: int = 4
 
 
 def _variant(models_dir: Path, role: str, precision: str | None) -> ModelFile:

