@@ -43,9 +43,8 @@ RECAP = re.compile(
 
 
 def _need(tool: str) -> str:
-    # This interpreter's own bin first: the README runs the tests as .venv/bin/python without activating.
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    path = shutil.which(tool, path=search)
+    # Also this interpreter's own bin: the README runs the tests as .venv/bin/python without activating.
+    path = shutil.which(tool) or shutil.which(tool, path=str(Path(sys.executable).parent))
     if path is None:
         pytest.fail(f"{tool} is not installed: pip install ansible-core ansible-lint")
     return path

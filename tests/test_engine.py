@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_ocr.bench import load_lines
 from edge_ocr.decode import read_image
 from edge_ocr.errors import InputError, ModelError
 from edge_ocr.pipeline import Engine, EngineSettings
@@ -49,12 +50,10 @@ def test_upside_down_page_reads_like_the_upright_one(engine, eval_data):
 def test_upright_lines_are_not_turned_by_the_direction_classifier(engine, eval_data):
     # Short upright receipt lines the classifier calls upside down: read turned, they lose to the
     # upright reading, so the text stays right (a blind flip read the first as 'ISISAIN NG GZIA SINIIO').
-    labels = dict(
-        line.split("\t", 1) for line in (eval_data / "lines_en" / "labels.tsv").read_text().splitlines()
-    )
+    labels = {path.name: text for path, text in load_lines(eval_data / "lines_en")}
     for name in ("sroie_303_003.png", "sroie_307_007.png", "sroie_583_019.png", "sroie_044_032.png"):
         text = engine.run_line(read_image(eval_data / "lines_en" / "img" / name)).text
-        assert _fold(text) == _fold(labels[f"img/{name}"]), name
+        assert _fold(text) == _fold(labels[name]), name
 
 
 def test_blank_image_has_no_lines(engine):

@@ -1,7 +1,7 @@
 """CTC text-line recognition, batched by aspect ratio into width buckets.
 
-Lines are sorted by width/height and batched so a batch is padded only to its own widest line (rounded
-up to a bucket of 32 px), not to a fixed 320 px or to the widest line of the image: most receipt
+Lines are sorted by width/height and only lines of the same 32-px width bucket share a batch, so a
+line is padded by less than 32 px, never to a fixed 320 px or to a wider neighbour: most receipt
 lines are short, and padding is compute spent on nothing.
 """
 
