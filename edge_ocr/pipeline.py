@@ -34,6 +34,7 @@ class EngineSettings:
     precision: str | None = None  # force "fp32" or "int8" for every model; None: manifest defaults
     detector: DetectorSettings = field(default_factory=DetectorSettings)
     rec_batch_size: int = 4
+    rec_batch_columns: int = 320  # batch only short lines: memory grows with a batch's total width
 
 
 def _variant(models_dir: Path, role: str, precision: str | None) -> ModelFile:
@@ -50,7 +51,11 @@ class Engine:
         files = {role: _variant(s.models_dir, role, s.precision) for role in ("det", "rec", "cls")}
         self.models = {role: f"{f.path.name}" for role, f in files.items()}
         self._det = Detector(create_session(files["det"], s.threads), s.detector)
-        self._rec = Recognizer(create_session(files["rec"], s.threads), batch_size=s.rec_batch_size)
+        self._rec = Recognizer(
+            create_session(files["rec"], s.threads),
+            batch_size=s.rec_batch_size,
+            batch_columns=s.rec_batch_columns,
+        )
         self._cls = AngleClassifier(create_session(files["cls"], s.threads)) if s.use_cls else None
 
     @staticmethod

@@ -13,6 +13,7 @@ import pytest
 from edge_ocr.bench import load_lines
 from edge_ocr.decode import read_image
 from edge_ocr.errors import InputError, ModelError
+from edge_ocr.inference.detector import DetectorSettings
 from edge_ocr.pipeline import Engine, EngineSettings
 
 
@@ -120,3 +121,29 @@ def test_missing_model_is_refused(models_dir, tmp_path):
     victim.unlink()
     with pytest.raises(ModelError, match=rf"{victim.name} is missing.*edge-ocr models build"):
         Engine(EngineSettings(models_dir=copy))
+
+
+def test_a_page_read_in_strips_reads_like_the_whole_page(models_dir, eval_data):
+    """Strips bound the detector's memory; a text line cut by a strip edge must still be found whole."""
+    img = read_image(eval_data / "pages" / "sroie_116.jpg")  # 940x2077: 448x960 for the detector, 3 strips
+    whole = Engine(EngineSettings(models_dir=models_dir, detector=DetectorSettings(strip_rows=0))).run(img)
+    strips = Engine(EngineSettings(models_dir=models_dir, detector=DetectorSettings(strip_rows=320))).run(img)
+    a, b = [ln.text for ln in whole.lines], [ln.text for ln in strips.lines]
+    same = sum(1 for t in b if t in a)
+    assert len(a) > 40 and abs(len(a) - len(b)) <= 2 and same >= 0.9 * len(a)
+    # Lines that straddle the strip edges (rows 320 and 640 of 960, i.e. y ~692 and ~1385 here) are read.
+    for y_edge in (320 * 2077 / 960, 640 * 2077 / 960):
+        cut = [ln for ln in whole.lines if min(p[1] for p in ln.box) < y_edge < max(p[1] for p in ln.box)]
+        for ln in cut:
+            assert ln.text in b, f"{ln.text!r} across a strip edge was lost"
+
+
+def test_recognition_batches_stay_within_the_column_budget(engine):
+    rec = engine._rec
+    widths = [100, 110, 120, 90, 300, 310, 900, 880, 870]
+    batches = rec._batches(widths)
+    assert sorted(i for idx, _ in batches for i in idx) == list(range(len(widths)))
+    for idx, bw in batches:
+        assert len(idx) == 1 or len(idx) * bw <= rec.batch_columns
+        assert all(rec._bucket(widths[i]) == bw for i in idx)
+    assert any(len(idx) > 1 for idx, _ in batches), "short lines of one bucket still share a batch"

@@ -26,6 +26,17 @@ class DetectorSettings:
     min_size: int = 3  # shortest box side in map pixels
     max_candidates: int = 1000
     use_dilation: bool = True
+    # The network runs on strips of at most strip_rows output rows along the long side, each read with
+    # strip_context rows of image either side that are then dropped. Feature maps scale with the
+    # pixels of one run (the INT8 detector holds ~215 bytes a pixel), so a 448x960 receipt read whole
+    # costs ~93 MB at its peak and in strips of 320+2x64 rows ~40 MB. 0 turns strips off.
+    strip_rows: int = 320
+    strip_context: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("strip_rows", "strip_context"):
+            if getattr(self, name) % 32 or getattr(self, name) < 0:
+                raise ValueError(f"detector {name} must be a non-negative multiple of 32")
 
 
 def _resize_for_det(img: np.ndarray, s: DetectorSettings) -> np.ndarray:
@@ -103,10 +114,28 @@ class Detector:
         self._input = session.get_inputs()[0].name
         self.settings = settings or DetectorSettings()
 
-    def probability_map(self, img: np.ndarray) -> np.ndarray:
-        resized = _resize_for_det(img, self.settings)
-        x = (resized.astype(np.float32) * _SCALE - 1.0).transpose(2, 0, 1)[None]
+    def _infer(self, part: np.ndarray) -> np.ndarray:
+        x = (part.astype(np.float32) * _SCALE - 1.0).transpose(2, 0, 1)[None]
         return run(self._session, {self._input: np.ascontiguousarray(x)})[0][0, 0]
+
+    def probability_map(self, img: np.ndarray) -> np.ndarray:
+        s = self.settings
+        resized = _resize_for_det(img, s)
+        axis = 0 if resized.shape[0] >= resized.shape[1] else 1  # strips run along the long side
+        n = resized.shape[axis]
+        if s.strip_rows <= 0 or n <= s.strip_rows + 2 * s.strip_context:
+            return self._infer(resized)
+        prob = np.empty(resized.shape[:2], dtype=np.float32)
+        for start in range(0, n, s.strip_rows):
+            stop = min(start + s.strip_rows, n)
+            lo, hi = max(0, start - s.strip_context), min(n, stop + s.strip_context)
+            part = self._infer(np.take(resized, range(lo, hi), axis=axis))
+            keep = np.take(part, range(start - lo, stop - lo), axis=axis)
+            if axis == 0:
+                prob[start:stop] = keep
+            else:
+                prob[:, start:stop] = keep
+        return prob
 
     def detect(self, img: np.ndarray) -> list[TextBox]:
         s = self.settings

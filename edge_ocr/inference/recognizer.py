@@ -41,6 +41,7 @@ class Recognizer:
         self,
         session: ort.InferenceSession,
         batch_size: int = 8,
+        batch_columns: int = 320,
         min_width: int = 96,
         max_width: int = 2048,
     ) -> None:
@@ -48,6 +49,7 @@ class Recognizer:
         self._input = session.get_inputs()[0].name
         self.charset = charset_from_metadata(session)
         self.batch_size = batch_size
+        self.batch_columns = batch_columns
         self.min_width = min_width
         self.max_width = max_width
 
@@ -63,13 +65,21 @@ class Recognizer:
 
         Only lines of the same bucket share a batch: padding a short line to a long neighbour's width
         costs more than the batch saves (on receipts, 8 lines padded to the widest of the 8 took 2.4 s
-        of recognition per page against 1.4 s one line at a time; 1 thread).
+        of recognition per page against 1.4 s one line at a time; 1 thread). A batch also holds at most
+        batch_columns columns in all: the recognizer's feature maps take ~50 KB a column, so four
+        900-px lines in one batch would cost 190 MB at the peak, and one thread gains nothing from
+        batching long lines.
         """
         order = sorted(range(len(widths)), key=lambda i: widths[i])
         batches: list[tuple[list[int], int]] = []
         for i in order:
             bw = self._bucket(widths[i])
-            if batches and batches[-1][1] == bw and len(batches[-1][0]) < self.batch_size:
+            if (
+                batches
+                and batches[-1][1] == bw
+                and len(batches[-1][0]) < self.batch_size
+                and (len(batches[-1][0]) + 1) * bw <= self.batch_columns
+            ):
                 batches[-1][0].append(i)
             else:
                 batches.append(([i], bw))
