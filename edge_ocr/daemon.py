@@ -49,6 +49,8 @@ def engine_settings(cfg: Config) -> EngineSettings:
         "threads": e.threads,
         "use_cls": e.use_cls,
         "precision": None if e.precision == "auto" else e.precision,
+        # The service's home may be read-only (ProtectHome=): optimized graphs live with its state.
+        "graph_cache": cfg.state_dir / "graphs",
     }
     if e.models_dir is not None:
         kwargs["models_dir"] = e.models_dir

@@ -16,6 +16,7 @@ import numpy as np
 from edge_ocr.errors import InputError
 from edge_ocr.inference.classifier import AngleClassifier
 from edge_ocr.inference.detector import Detector, DetectorSettings
+from edge_ocr.inference.graphcache import default_cache_dir
 from edge_ocr.inference.recognizer import Recognizer
 from edge_ocr.inference.session import create_session
 from edge_ocr.models import ModelFile, default_models_dir, resolve
@@ -34,6 +35,8 @@ class EngineSettings:
     precision: str | None = None  # force "fp32" or "int8" for every model; None: manifest defaults
     detector: DetectorSettings = field(default_factory=DetectorSettings)
     rec_batch_size: int = 4
+    # Optimized graphs are kept here for a faster next start (None: optimize at every start).
+    graph_cache: Path | None = field(default_factory=default_cache_dir)
     rec_batch_columns: int = 320  # batch only short lines: memory grows with a batch's total width
 
 
@@ -50,13 +53,15 @@ class Engine:
         # Every file is verified (sha256) before any session is created.
         files = {role: _variant(s.models_dir, role, s.precision) for role in ("det", "rec", "cls")}
         self.models = {role: f"{f.path.name}" for role, f in files.items()}
-        self._det = Detector(create_session(files["det"], s.threads), s.detector)
+        self._det = Detector(create_session(files["det"], s.threads, s.graph_cache), s.detector)
         self._rec = Recognizer(
-            create_session(files["rec"], s.threads),
+            create_session(files["rec"], s.threads, s.graph_cache),
             batch_size=s.rec_batch_size,
             batch_columns=s.rec_batch_columns,
         )
-        self._cls = AngleClassifier(create_session(files["cls"], s.threads)) if s.use_cls else None
+        self._cls = (
+            AngleClassifier(create_session(files["cls"], s.threads, s.graph_cache)) if s.use_cls else None
+        )
 
     @staticmethod
     def _check(image: np.ndarray) -> None:

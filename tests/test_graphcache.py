@@ -1,0 +1,59 @@
+"""The optimized-graph cache: a restart loads this machine's optimized graphs instead of optimizing
+again, reads exactly as an uncached engine does, and never loads a damaged cached file."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from edge_ocr.decode import read_image
+from edge_ocr.pipeline import Engine, EngineSettings
+
+
+@pytest.fixture(scope="module")
+def page(eval_data):
+    return read_image(eval_data / "pages" / "sroie_322.jpg")
+
+
+@pytest.fixture(scope="module")
+def uncached(models_dir, page):
+    return Engine(EngineSettings(models_dir=models_dir, graph_cache=None)).run(page)
+
+
+def _texts(result):
+    return [(ln.text, ln.box) for ln in result.lines]
+
+
+def test_second_engine_loads_the_cached_graphs_and_reads_the_same(models_dir, tmp_path, page, uncached):
+    cache = tmp_path / "graphs"
+    first = Engine(EngineSettings(models_dir=models_dir, graph_cache=cache))
+    graphs = sorted(cache.glob("*.ort.onnx"))
+    assert len(graphs) == 3 and len(list(cache.glob("*.json"))) == 3
+    assert not list(cache.glob(".*.tmp")), "no staging file is left behind"
+    stamps = {p: p.stat().st_mtime_ns for p in graphs}
+    second = Engine(EngineSettings(models_dir=models_dir, graph_cache=cache))
+    assert {p: p.stat().st_mtime_ns for p in graphs} == stamps, "the cached graphs were reused, not rewritten"
+    assert _texts(first.run(page)) == _texts(uncached)
+    assert _texts(second.run(page)) == _texts(uncached)
+
+
+def test_a_damaged_cached_graph_is_rebuilt_not_loaded(models_dir, tmp_path, page, uncached, caplog):
+    cache = tmp_path / "graphs"
+    Engine(EngineSettings(models_dir=models_dir, graph_cache=cache))
+    (rec,) = cache.glob("ch_PP-OCRv4_rec_infer*.ort.onnx")
+    data = bytearray(rec.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte deep inside the weights: still parses, reads wrong
+    rec.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="edge_ocr"):
+        engine = Engine(EngineSettings(models_dir=models_dir, graph_cache=cache))
+    assert any("does not match its checksum" in r.getMessage() for r in caplog.records)
+    assert _texts(engine.run(page)) == _texts(uncached)
+    assert rec.read_bytes() != bytes(data), "the damaged file was replaced by a rebuilt one"
+
+
+def test_a_cache_path_that_is_a_file_only_costs_start_up_time(models_dir, tmp_path, page, uncached):
+    cache = tmp_path / "not-a-dir"
+    cache.write_text("x")
+    engine = Engine(EngineSettings(models_dir=models_dir, graph_cache=cache))
+    assert _texts(engine.run(page)) == _texts(uncached)
