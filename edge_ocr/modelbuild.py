@@ -3,7 +3,8 @@
 Owns everything between the PyPI wheel `rapidocr_onnxruntime==1.4.4` and `models/`:
 
 - `build(models_dir, wheel=None)`: fetch (or take) the wheel, check its sha256, extract the three FP32
-  PP-OCR models from the zip (rapidocr is never imported), rebuild the INT8 variants from the committed
+  PP-OCR models from the zip (rapidocr is never imported), rewrite them into leaner graphs with the
+  same outputs (`edge_ocr.graphfuse`), rebuild the INT8 variants from them and the committed
   calibration ranges in `models/calibration/<role>.json`, and write `models/manifest.yaml`. No eval
   data is needed, so a fresh device gets byte-identical files with one command.
 - `calibrate(models_dir, data_dir)`: compute those ranges from `calib/` crops, then measure FP32 vs
@@ -33,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from edge_ocr import graphfuse
 from edge_ocr.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,10 @@ SCHEMA = 1
 # (CER, absolute: 0.3 points), measured by `calibrate` on the very file `build` produces.
 GATE = 0.003
 # The ORT quantizer emits per-channel DequantizeLinear (needs `axis`, opset >= 13); the wheel's
-# models are opset 11/12. Converting to 13 changes no output (max |diff| 0 on the recognizer).
-OPSET = 13
+# models are opset 11/12. The FP32 graphs are rewritten at opset 14 (graphfuse: HardSwish).
+OPSET = graphfuse.OPSET
+# A fixed input per role on which graphfuse checks that its rewrites moved no output.
+_PROBE_SHAPES = {"det": (1, 3, 320, 448), "rec": (1, 3, 48, 320), "cls": (2, 3, 48, 192)}
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,15 @@ def _sha256(data: bytes) -> str:
 
 def _int8_name(member: str) -> str:
     return Path(member).stem + ".int8.onnx"
+
+
+def _fp32_name(member: str) -> str:
+    return Path(member).stem + ".fp32.onnx"
+
+
+def _fp32_graphs(members: dict[str, bytes]) -> dict[str, tuple[bytes, dict[str, Any]]]:
+    """Per role the FP32 graph edge-ocr runs (the wheel's, rewritten by graphfuse) and its report."""
+    return {role: graphfuse.fuse(data, _PROBE_SHAPES[role]) for role, data in members.items()}
 
 
 # --- the source wheel -------------------------------------------------------------------------------
@@ -297,14 +310,16 @@ def build(models_dir: Path, wheel: Path | None = None) -> Path:
     wheel = fetch_wheel(wheel)
     members = _extract(wheel)
     entries: dict[str, Any] = {}
+    graphs = _fp32_graphs(members)
     for role, recipe in RECIPES.items():
-        fp32 = members[role]
-        fp32_file = Path(recipe.member).name
+        fp32, rewrites = graphs[role]
+        fp32_file = _fp32_name(recipe.member)
         _write_atomic(models_dir / fp32_file, fp32)
         common = {"role": role, "input": {"name": _input_name(fp32), "shape": _INPUT_SHAPES[role]}}
         variants: dict[str, Any] = {
             "fp32": {"file": fp32_file, "sha256": _sha256(fp32), **copy.deepcopy(common), "precision": "fp32",
-                     "source_member": recipe.member},  # fmt: skip
+                     "source_member": recipe.member, "source_sha256": _sha256(members[role]),
+                     "graph_rewrites": rewrites},  # fmt: skip
         }
         calib = _load_calibration(models_dir, role)
         int8_sha = None
@@ -449,13 +464,13 @@ def calibrate(
     import onnxruntime
 
     models_dir, data_dir = Path(models_dir), Path(data_dir)
-    members = _extract(fetch_wheel(wheel))
+    graphs = _fp32_graphs(_extract(fetch_wheel(wheel)))
     today = _dt.date.today().isoformat()
     for role in roles:
         recipe = RECIPES[role]
         tensors = _calibration_inputs(role, data_dir)
         with tempfile.TemporaryDirectory(prefix="edge-ocr-calib-") as tmp:
-            prepared = _prepare(members[role], recipe, Path(tmp) / "prepared.onnx")
+            prepared = _prepare(graphs[role][0], recipe, Path(tmp) / "prepared.onnx")
             ranges = _compute_ranges(prepared, recipe, tensors)
         log.info("%s: %d tensor ranges from %d calibration inputs", role, len(ranges), len(tensors))
         _write_json(_ranges_file(models_dir, role), {

@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = ROOT / "ansible"
@@ -95,7 +96,10 @@ class Fleet:
         self.ports = {d: _free_port() for d in DEVICES}
         self.bad_models = tmp / "altered-models"
         shutil.copytree(models, self.bad_models)
-        victim = next(p for p in sorted(self.bad_models.glob("*.onnx")))
+        # The file the daemon loads for detection (the manifest's default variant), with one byte flipped.
+        manifest = yaml.safe_load((self.bad_models / "manifest.yaml").read_text())
+        det = manifest["models"]["det"]
+        victim = self.bad_models / det["variants"][det["default"]]["file"]
         data = bytearray(victim.read_bytes())
         data[len(data) // 2] ^= 0xFF
         victim.write_bytes(bytes(data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import shutil
 import threading
 from pathlib import Path
@@ -134,8 +135,11 @@ def test_a_page_read_in_strips_reads_like_the_whole_page(models_dir, eval_data):
     # Lines that straddle the strip edges (rows 320 and 640 of 960, i.e. y ~692 and ~1385 here) are read.
     for y_edge in (320 * 2077 / 960, 640 * 2077 / 960):
         cut = [ln for ln in whole.lines if min(p[1] for p in ln.box) < y_edge < max(p[1] for p in ln.box)]
+        assert cut, "the page has lines across the strip edges"
         for ln in cut:
-            assert ln.text in b, f"{ln.text!r} across a strip edge was lost"
+            # Found as one line, read (nearly) the same: not cut in two, not lost.
+            best = max(difflib.SequenceMatcher(None, ln.text, t).ratio() for t in b)
+            assert best >= 0.9, f"{ln.text!r} across a strip edge was lost or split"
 
 
 def test_recognition_batches_stay_within_the_column_budget(engine):

