@@ -107,7 +107,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "build":
         modelbuild.build(models_dir, wheel=Path(args.wheel) if args.wheel else None)
     else:
-        modelbuild.calibrate(models_dir, Path(args.data))
+        modelbuild.calibrate(models_dir, Path(args.data), roles=tuple(args.roles))
     return 0
 
 
@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="models directory (default: $EDGE_OCR_MODELS or the repo's models/)")
     p.add_argument("--wheel", help="build: use this local rapidocr_onnxruntime wheel instead of pip download")
     p.add_argument("--data", default="../shared/eval", help="calibrate: the eval data directory")
+    p.add_argument(
+        "--roles", nargs="+", choices=("det", "rec", "cls"),
+        default=["det", "rec", "cls"], help="calibrate: only these models (default: all)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("config", help="check a configuration file")
