@@ -391,7 +391,9 @@ class LoggingConfig:
 class Config:
     """The whole configuration. Paths are absolute after loading."""
 
-    state_dir: Path = field(metadata=_meta("Outbox and bookkeeping live here."))
+    state_dir: Path = field(
+        metadata=_meta("Outbox, bookkeeping and the optimized-graph cache (graphs/) live here.")
+    )
     sources: tuple[SourceConfig, ...] = field(metadata=_meta("Image sources; at least one."))
     device_id: str = field(
         default_factory=default_device_id, metadata=_meta("Topic level naming this device; default hostname.")
