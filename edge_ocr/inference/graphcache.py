@@ -1,8 +1,8 @@
 """Optimized graphs, cached per machine, so a restart skips onnxruntime's graph optimization.
 
-Optimizing the three graphs is most of the engine's start-up (det 241 ms, rec 128, cls 46 on the
-bench machine); loading the already optimized graphs without optimization takes 49, 40 and 13 ms and
-gives bit-identical outputs. The fully optimized graph holds layout transforms chosen for this CPU
+Optimizing the graphs is most of the engine's session start-up: on the bench machine det 40 ms,
+rec 98, cls 25 (an INT8 QDQ detector took 241); loading the already optimized graphs without
+optimization takes 16, 24 and 9 ms and gives bit-identical outputs. The fully optimized graph holds layout transforms chosen for this CPU
 (NCHWc blocks sized for its vector unit), so it is only valid on the machine that made it: the cache
 key is the source model's sha256, the onnxruntime version, the architecture and the CPU's feature
 flags. A cached file is written atomically with a sidecar holding its own sha256 and is checked
