@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from edge_ocr.decode import read_image
+from edge_ocr.models import resolve
 from edge_ocr.pipeline import Engine, EngineSettings
 
 
@@ -57,3 +58,21 @@ def test_a_cache_path_that_is_a_file_only_costs_start_up_time(models_dir, tmp_pa
     cache.write_text("x")
     engine = Engine(EngineSettings(models_dir=models_dir, graph_cache=cache))
     assert _texts(engine.run(page)) == _texts(uncached)
+
+
+def test_a_new_model_build_replaces_its_old_cached_graphs(models_dir, tmp_path):
+    cache = tmp_path / "graphs"
+    Engine(EngineSettings(models_dir=models_dir, graph_cache=cache))
+    # A graph left by an earlier build of the same model (another sha256), as after an upgrade.
+    (rec,) = cache.glob("ch_PP-OCRv4_rec_infer*.ort.onnx")
+    sha16 = resolve(models_dir, "rec").sha256[:16]
+    assert sha16 in rec.name
+    stale = rec.with_name(rec.name.replace(sha16, "0" * 16))
+    stale.write_bytes(b"old")
+    stale.with_suffix("").with_suffix(".json").write_text("{}")
+    for p in cache.glob("ch_PP-OCRv4_rec_infer*.ort.onnx"):
+        if p != stale:
+            p.unlink()  # force this model's graph to be written again
+    Engine(EngineSettings(models_dir=models_dir, graph_cache=cache))
+    assert not stale.exists(), "the old build's graph was removed when the new one was written"
+    assert len(list(cache.glob("*.ort.onnx"))) == 3

@@ -2,8 +2,9 @@
 
 Optimizing the graphs is most of the engine's session start-up: on the bench machine det 40 ms,
 rec 98, cls 25 (an INT8 QDQ detector took 241); loading the already optimized graphs without
-optimization takes 16, 24 and 9 ms and gives bit-identical outputs. The fully optimized graph holds layout transforms chosen for this CPU
-(NCHWc blocks sized for its vector unit), so it is only valid on the machine that made it: the cache
+optimization takes 16, 24 and 9 ms and gives bit-identical outputs. The fully optimized graph holds
+layout transforms chosen for this CPU (NCHWc blocks sized for its vector unit), so it is only valid
+on the machine that made it: the cache
 key is the source model's sha256, the onnxruntime version, the architecture and the CPU's feature
 flags. A cached file is written atomically with a sidecar holding its own sha256 and is checked
 against it before it is loaded; a torn write after a power cut (SD cards) is then rebuilt, not loaded.
@@ -87,6 +88,13 @@ def staging_path(cache_dir: Path, model: ModelFile) -> Path | None:
         return None
 
 
+def _prune(cache_dir: Path, model: ModelFile, keep: set[str]) -> None:
+    """Drop this model file's graphs for other sources or machines: upgrades must not pile them up."""
+    for old in cache_dir.glob(f"{model.path.stem}-*"):
+        if old.name not in keep and old.suffix in (".onnx", ".json"):
+            old.unlink(missing_ok=True)
+
+
 def publish(cache_dir: Path, model: ModelFile, staged: Path) -> None:
     """Move a graph onnxruntime wrote to `staged` into the cache (graph first, then its sidecar)."""
     graph, sidecar = _paths(cache_dir, model)
@@ -104,6 +112,7 @@ def publish(cache_dir: Path, model: ModelFile, staged: Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, sidecar)
+        _prune(cache_dir, model, keep={graph.name, sidecar.name})
     except OSError as exc:
         log.info("cannot cache the optimized graph of %s: %s", model.path.name, exc)
         staged.unlink(missing_ok=True)
