@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def staging_path(cache_dir: Path, model: ModelFile) -> Path | None:
     graph, _ = _paths(cache_dir, model)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = graph.with_name(f".{graph.name}.{os.getpid()}.tmp")
+        tmp = graph.with_name(f".{graph.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.touch()
         return tmp
     except OSError as exc:
@@ -106,7 +107,7 @@ def publish(cache_dir: Path, model: ModelFile, staged: Path) -> None:
         with open(staged, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(staged, graph)
-        tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+        tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(meta, fh)
             fh.flush()
