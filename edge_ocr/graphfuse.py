@@ -179,6 +179,8 @@ def _hardswish(gr: _Graph) -> int:
 
 
 def _fold_affine_into_pointwise_conv(gr: _Graph) -> int:
+    from onnx import helper
+
     done, dead = 0, set()
     for mul in list(gr.g.node):
         if mul.op_type != "Mul":
@@ -194,8 +196,6 @@ def _fold_affine_into_pointwise_conv(gr: _Graph) -> int:
         if conv is None or conv.input[0] != add.output[0]:
             continue
         attrs = {a.name: a for a in conv.attribute}
-        from onnx import helper
-
         group = helper.get_attribute_value(attrs["group"]) if "group" in attrs else 1
         pads = helper.get_attribute_value(attrs["pads"]) if "pads" in attrs else []
         params = gr.conv_params(conv)
