@@ -98,8 +98,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     models_dir = Path(args.models) if args.models else models.default_models_dir()
     if args.action == "verify":
+        manifest = models.load_manifest(models_dir)
         for role in models.ROLES:
-            f = models.resolve(models_dir, role)
+            f = models.resolve(models_dir, role, manifest=manifest)
             print(f"{role}: {f.path.name} ({f.variant}) sha256 ok")
         return 0
     from edge_ocr import modelbuild

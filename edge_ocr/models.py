@@ -16,8 +16,7 @@ import yaml
 
 from edge_ocr.errors import ModelError
 
-# libyaml's loader reads the manifest in 3.5 ms, the pure-Python one in 30 (each engine start reads it
-# once per model).
+# libyaml's loader reads the manifest in 3.5 ms, the pure-Python one in 30.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 ROLES = ("det", "rec", "cls")
@@ -62,9 +61,13 @@ def load_manifest(models_dir: Path) -> dict:
     return manifest
 
 
-def resolve(models_dir: Path, role: str, variant: str | None = None) -> ModelFile:
-    """Find a role's file (the manifest's default variant unless one is named) and verify its sha256."""
-    manifest = load_manifest(models_dir)
+def resolve(
+    models_dir: Path, role: str, variant: str | None = None, manifest: dict | None = None
+) -> ModelFile:
+    """Find a role's file (the manifest's default variant unless one is named) and verify its sha256.
+
+    `manifest`: load_manifest(models_dir) already read, when several roles are resolved at once."""
+    manifest = manifest if manifest is not None else load_manifest(models_dir)
     entry = manifest["models"].get(role)
     if not isinstance(entry, dict):
         raise ModelError(f"model manifest in {models_dir} has no entry for role {role!r}", remedy=REBUILD)

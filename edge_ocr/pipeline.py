@@ -19,7 +19,7 @@ from edge_ocr.inference.detector import Detector, DetectorSettings
 from edge_ocr.inference.graphcache import default_cache_dir
 from edge_ocr.inference.recognizer import Recognizer
 from edge_ocr.inference.session import create_session
-from edge_ocr.models import ModelFile, default_models_dir, resolve
+from edge_ocr.models import default_models_dir, load_manifest, resolve
 from edge_ocr.preprocess import crop_quad
 from edge_ocr.types import OcrResult, TextLine
 
@@ -40,10 +40,6 @@ class EngineSettings:
     rec_batch_columns: int = 320  # batch only short lines: memory grows with a batch's total width
 
 
-def _variant(models_dir: Path, role: str, precision: str | None) -> ModelFile:
-    return resolve(models_dir, role, precision)
-
-
 class Engine:
     def __init__(self, settings: EngineSettings | None = None) -> None:
         s = settings or EngineSettings()
@@ -51,7 +47,8 @@ class Engine:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {s.precision!r}")
         self.settings = s
         # Every file is verified (sha256) before any session is created.
-        files = {role: _variant(s.models_dir, role, s.precision) for role in ("det", "rec", "cls")}
+        manifest = load_manifest(s.models_dir)
+        files = {role: resolve(s.models_dir, role, s.precision, manifest) for role in ("det", "rec", "cls")}
         self.models = {role: f"{f.path.name}" for role, f in files.items()}
         self._det = Detector(create_session(files["det"], s.threads, s.graph_cache), s.detector)
         self._rec = Recognizer(
