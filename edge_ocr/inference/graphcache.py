@@ -8,10 +8,17 @@ on the machine that made it: the cache
 key is the source model's sha256, the onnxruntime version, the architecture and the CPU's feature
 flags. A cached file is written atomically with a sidecar holding its own sha256 and is checked
 against it before it is loaded; a torn write after a power cut (SD cards) is then rebuilt, not loaded.
+
+The cache only ever saves start-up time. A cache folder that is full, read-only, not ours or gone
+(ENOSPC, EROFS, EACCES, a short write) must not stop the engine: the caller then optimizes in memory,
+and `unusable` logs one warning naming the folder and its free space, once until the cache works
+again (the engine asks for three sessions at each start; one warning says it all). A staging file is
+not even attempted where the free space could not plausibly hold the graph (see `STAGING_FACTOR`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +33,53 @@ import onnxruntime as ort
 from edge_ocr.models import ModelFile, sha256_file
 
 log = logging.getLogger(__name__)
+
+# A staged graph is only attempted with this many times the source model's size free: the fused FP32
+# graphs optimize to about their source size (NCHWc reorders add a little), and writing the last bytes
+# of a filesystem would starve the outbox living beside the cache in state_dir.
+STAGING_FACTOR = 3
+
+_warned_lock = threading.Lock()
+_warned: set[str] = set()  # cache folders reported unusable, until a graph is written there again
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes for unprivileged writers on the filesystem holding `path` (or its nearest parent)."""
+    for p in (path, *path.parents):
+        try:
+            st = os.statvfs(p)
+        except OSError:
+            continue
+        return st.f_bavail * st.f_frsize
+    return None
+
+
+def _mb(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def unusable(cache_dir: Path, why: str) -> None:
+    """Report, once until the cache works again, that optimized graphs cannot be cached in cache_dir."""
+    key = str(cache_dir)
+    with _warned_lock:
+        if key in _warned:
+            log.debug("graph cache %s still unusable: %s", cache_dir, why)
+            return
+        _warned.add(key)
+    log.warning(
+        "graph cache %s cannot be used (%s; %s free there): the engine optimizes its graphs in memory, "
+        "which only makes start-up slower",
+        cache_dir,
+        why,
+        _mb(free_bytes(cache_dir)),
+    )
+
+
+def _usable_again(cache_dir: Path) -> None:
+    with _warned_lock:
+        if str(cache_dir) in _warned:
+            _warned.discard(str(cache_dir))
+            log.info("graph cache %s works again", cache_dir)
 
 
 def default_cache_dir() -> Path:
@@ -69,23 +123,34 @@ def lookup(cache_dir: Path, model: ModelFile) -> Path | None:
     except (OSError, ValueError):
         return None
     log.warning("cached graph %s does not match its checksum; rebuilding it", graph)
-    for p in (graph, sidecar):
-        p.unlink(missing_ok=True)
+    try:
+        for p in (graph, sidecar):
+            p.unlink(missing_ok=True)
+    except OSError as exc:  # a read-only cache: the damaged file stays, and is never loaded
+        unusable(cache_dir, f"cannot remove the damaged {graph.name}: {exc.strerror or exc}")
     return None
 
 
 def staging_path(cache_dir: Path, model: ModelFile) -> Path | None:
-    """Where onnxruntime may write a new optimized graph, or None when the cache is not writable."""
+    """Where onnxruntime may write a new optimized graph, or None when the cache cannot take it."""
     graph, _ = _paths(cache_dir, model)
     try:
+        need = STAGING_FACTOR * model.path.stat().st_size
+    except OSError:
+        need = 0
+    free = free_bytes(cache_dir)
+    if free is not None and free < need:
+        # onnxruntime would fail at the end of the optimization ("Protobuf serialization failed"):
+        # skip the doomed attempt and the time it costs.
+        unusable(cache_dir, f"{model.path.name} needs about {_mb(need)}")
+        return None
+    tmp = graph.with_name(f".{graph.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = graph.with_name(f".{graph.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.touch()
         return tmp
     except OSError as exc:
-        log.info(
-            "graph cache %s is not writable (%s); start-up optimizes the graphs each time", cache_dir, exc
-        )
+        unusable(cache_dir, exc.strerror or str(exc))
         return None
 
 
@@ -115,5 +180,9 @@ def publish(cache_dir: Path, model: ModelFile, staged: Path) -> None:
         os.replace(tmp, sidecar)
         _prune(cache_dir, model, keep={graph.name, sidecar.name})
     except OSError as exc:
-        log.info("cannot cache the optimized graph of %s: %s", model.path.name, exc)
-        staged.unlink(missing_ok=True)
+        unusable(cache_dir, f"cannot store the graph of {model.path.name}: {exc.strerror or exc}")
+        for p in (staged, sidecar.with_name(f".{sidecar.name}.{os.getpid()}.{threading.get_ident()}.tmp")):
+            with contextlib.suppress(OSError):
+                p.unlink(missing_ok=True)
+        return
+    _usable_again(cache_dir)

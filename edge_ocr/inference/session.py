@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def create_session(model: ModelFile, threads: int = 1, cache_dir: Path | None = 
 
     With a cache_dir, the graph onnxruntime optimizes for this machine is kept there (see
     graphcache) and later sessions load it as it is (engine built in 0.13 s instead of 0.26 s).
+    A cache that cannot be written or read (full, read-only) only costs that time: the graph is then
+    optimized in memory, and ModelError is raised only when the model fails to load without the cache.
     """
     if cache_dir is not None:
         cached = graphcache.lookup(cache_dir, model)
@@ -53,17 +56,32 @@ def create_session(model: ModelFile, threads: int = 1, cache_dir: Path | None = 
                 )
     opts = _options(threads, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     staged = graphcache.staging_path(cache_dir, model) if cache_dir is not None else None
-    if staged is not None:
-        opts.optimized_model_filepath = str(staged)
-    try:
-        session = _session(model.path, opts)
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        if staged is not None:
-            staged.unlink(missing_ok=True)
-        raise ModelError(f"onnxruntime cannot load {model.path}: {exc}") from exc
     if staged is not None and cache_dir is not None:
+        opts.optimized_model_filepath = str(staged)
+        try:
+            session = _session(model.path, opts)
+        except Exception as exc:
+            # onnxruntime writes the optimized graph at the end of loading and fails the whole load
+            # when that write fails (a full disk: "INVALID_PROTOBUF : Protobuf serialization failed").
+            # Only a load without the cache can tell a cache fault from a model fault.
+            with contextlib.suppress(OSError):
+                staged.unlink(missing_ok=True)
+            session = _uncached(model, threads)
+            graphcache.unusable(
+                cache_dir, f"onnxruntime could not write the graph of {model.path.name}: {exc}"
+            )
+            return session
         graphcache.publish(cache_dir, model, staged)
-    return session
+        return session
+    return _uncached(model, threads)
+
+
+def _uncached(model: ModelFile, threads: int) -> ort.InferenceSession:
+    """Optimize in memory; a failure here is the model's (or this onnxruntime's), not the disk's."""
+    try:
+        return _session(model.path, _options(threads, ort.GraphOptimizationLevel.ORT_ENABLE_ALL))
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"onnxruntime cannot load {model.path}: {exc}") from exc
 
 
 def run(session: ort.InferenceSession, feeds: dict) -> list:
