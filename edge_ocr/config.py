@@ -59,6 +59,7 @@ __all__ = [
     "MqttConfig",
     "OutboxConfig",
     "SourceConfig",
+    "StorageConfig",
     "TlsConfig",
     "default_config",
     "default_device_id",
@@ -352,6 +353,31 @@ class OutboxConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """The low-space guard: below the reserve, new files wait in the inbox and results keep flowing."""
+
+    min_free_mb: float = field(
+        default=64.0,
+        metadata=_meta(
+            "Free MiB to keep on the filesystems of state_dir, done_dir and failed_dir; 0: no guard.", min=0
+        ),
+    )
+    min_free_percent: float = field(
+        default=5.0,
+        metadata=_meta(
+            "The same reserve as a share of each filesystem; the smaller of the two applies.", min=0, max=100
+        ),
+    )
+    check_interval_s: float = field(
+        default=5.0, metadata=_meta("Seconds between two free-space checks.", min=0.1, max=3600)
+    )
+
+    def reserve_bytes(self, total_bytes: int) -> int:
+        """The reserve on a filesystem of `total_bytes`: a small card keeps its 5%, a big disk its 64 MiB."""
+        return int(min(self.min_free_mb * 1024 * 1024, total_bytes * self.min_free_percent / 100))
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """The OCR engine."""
 
@@ -402,6 +428,9 @@ class Config:
         default=None, metadata=_meta("Broker; null: results go to stdout and stay in the outbox.")
     )
     outbox: OutboxConfig = field(default_factory=OutboxConfig, metadata=_meta("Outbox bounds."))
+    storage: StorageConfig = field(
+        default_factory=StorageConfig, metadata=_meta("Free space kept on the folders written to.")
+    )
     engine: EngineConfig = field(default_factory=EngineConfig, metadata=_meta("OCR engine."))
     http: HttpConfig = field(default_factory=HttpConfig, metadata=_meta("Local HTTP."))
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata=_meta("Logging."))

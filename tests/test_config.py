@@ -283,6 +283,24 @@ def test_out_of_range(tmp_path: Path) -> None:
     ]
 
 
+def test_storage_reserve_defaults_range_and_the_smaller_reserve_applies(tmp_path: Path) -> None:
+    cfg = validate_file(write(tmp_path, MINIMAL))
+    assert (cfg.storage.min_free_mb, cfg.storage.min_free_percent) == (64.0, 5.0)
+    assert cfg.storage.reserve_bytes(32 * 10**9) == 64 * 1024 * 1024  # a big card keeps 64 MiB
+    assert cfg.storage.reserve_bytes(100 * 10**6) == 5 * 10**6  # a small partition its 5%
+    cfg = validate_file(write(tmp_path, MINIMAL + "storage:\n  min_free_mb: 0\n"))
+    assert cfg.storage.reserve_bytes(10**9) == 0
+    found = problems(
+        tmp_path, MINIMAL + "storage:\n  min_free_mb: -1\n  min_free_percent: 120\n  min_free_pct: 5\n"
+    )
+    assert found == [
+        (7, "storage.min_free_mb", "must be at least 0, got -1"),
+        (8, "storage.min_free_percent", "must be at most 100, got 120"),
+        (9, "storage.min_free_pct", found[2][2]),
+    ]
+    assert "min_free_percent" in found[2][2], "the message should suggest the right key"
+
+
 def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
     found = problems(tmp_path, "state_dir: var\nsources:\n  - name: [unclosed\n")
     assert len(found) == 1 and found[0][0] is not None and "not valid YAML" in found[0][2]
