@@ -15,6 +15,10 @@ Design decisions:
 - **Bounded, never silent.** `is_full` tells producers to stop taking work (back pressure). `put` on a
   full outbox raises `OutboxFullError` unless ``force=True``: a result already computed for a file
   being finished (e.g. at shutdown) may exceed the bound rather than be lost.
+- **A full disk is a condition, not a crash.** SQLite may roll a transaction back by itself on
+  SQLITE_FULL, so a failed write rolls back only if a transaction is still open (a second error
+  would hide the first). Every disk error is a `PublishError` whose cause is the sqlite3 error, for
+  the daemon's storage guard to read. Opening an existing, current outbox writes nothing.
 - **One connection and a lock**: every method is thread-safe; the counters that make `depth`,
   `size_bytes` and `is_full` O(1) are kept under the same lock. One process owns an outbox file.
 - **Bookkeeping**: the ``processed`` table maps a file's sha256 to its last result (id, topic, payload)
@@ -125,8 +129,11 @@ class Outbox:
                     f"outbox {self.path} has schema {version}, newer than this edge-ocr ({SCHEMA_VERSION})",
                     remedy="upgrade edge-ocr, or move the outbox away (its messages would be lost)",
                 )
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                # Only a new file is written to at open: an existing outbox opens on a full disk, so
+                # the results it holds can still be sent.
+                self._db.executescript(_SCHEMA)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             depth, size = self._db.execute(
                 f"SELECT COUNT(*), COALESCE(SUM({_SIZE}), 0) FROM messages"
             ).fetchone()
@@ -180,7 +187,7 @@ class Outbox:
                         self._remember(sha256, msg_id, topic, payload, now)
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                     raise
             except sqlite3.Error as exc:
                 raise PublishError(
@@ -223,7 +230,7 @@ class Outbox:
         ids = list(dict.fromkeys(msg_ids))
         if not ids:
             return 0
-        removed = 0
+        removed = freed = 0
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -237,14 +244,17 @@ class Outbox:
                         ).fetchone()
                         self._db.execute(f"DELETE FROM messages WHERE msg_id IN ({marks})", chunk)
                         removed += rows[0]
-                        self._bytes -= rows[1]
+                        freed += rows[1]
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                     raise
             except sqlite3.Error as exc:
-                raise PublishError(f"cannot delete acknowledged messages in {self.path}: {exc}") from exc
+                raise PublishError(
+                    f"cannot delete acknowledged messages in {self.path}: {exc}", remedy=_DISK_REMEDY
+                ) from exc
             self._depth -= removed
+            self._bytes -= freed
         return removed
 
     def mark_printed(self, msg_ids: Iterable[str]) -> None:
