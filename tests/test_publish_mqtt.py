@@ -382,11 +382,11 @@ def test_commands_are_handed_over_and_replied(mosquitto, outbox, publishers, sub
 
 
 def test_stats_and_home_assistant_discovery(mosquitto, outbox, publishers, subscribers) -> None:
-    sub = subscribe(subscribers, mosquitto, ["homeassistant/#", TOPICS.stats])
+    sub = subscribe(subscribers, mosquitto, ["homeassistant/#", TOPICS.stats, TOPICS.health])
     cfg = mqtt_config(mosquitto, home_assistant=HomeAssistantConfig(enabled=True))
     pub, _ = publishers.start(cfg, outbox, sources=["inbox", "scans"])
     assert pub.wait_connected(10)
-    assert sub.wait_for(lambda m: len([x for x in m if x.topic.startswith("homeassistant/")]) == 3)
+    assert sub.wait_for(lambda m: len([x for x in m if x.topic.startswith("homeassistant/")]) == 4)
     configs = {m.topic: json.loads(m.payload) for m in sub.messages if m.topic.startswith("homeassistant/")}
     node = f"edge-ocr-{DEVICE}"
     status = configs[f"homeassistant/binary_sensor/{node}/status/config"]
@@ -395,10 +395,21 @@ def test_stats_and_home_assistant_discovery(mosquitto, outbox, publishers, subsc
     assert scans["state_topic"] == TOPICS.result("scans")
     assert scans["availability_topic"] == TOPICS.status
     assert scans["device"]["identifiers"] == [node]
+    problem = configs[f"homeassistant/binary_sensor/{node}/problem/config"]
+    assert problem["state_topic"] == TOPICS.health and problem["device_class"] == "problem"
 
     assert pub.publish_stats({"processed": 3, "outbox_depth": 0})
     assert sub.wait_for(lambda _: bool(sub.on(TOPICS.stats)))
     assert json.loads(sub.payloads(TOPICS.stats)[0]) == {"processed": 3, "outbox_depth": 0}
+
+    # The problem sensor follows the retained health document: on with a reason, then off again.
+    pub.publish_health({"problem": True, "condition": "low_space", "reason": "state_dir /x is short"})
+    assert sub.wait_for(lambda _: bool(sub.payloads(TOPICS.health)))
+    assert json.loads(sub.payloads(TOPICS.health)[-1])["problem"] is True
+    late = subscribe(subscribers, mosquitto, [TOPICS.health])  # retained: a late subscriber sees it too
+    assert late.wait_for(lambda _: bool(late.payloads(TOPICS.health)))
+    pub.publish_health({"problem": False, "condition": None, "reason": None})
+    assert sub.wait_for(lambda _: json.loads(sub.payloads(TOPICS.health)[-1])["problem"] is False)
 
 
 # ------------------------------------------------------------------------------------------ stdout

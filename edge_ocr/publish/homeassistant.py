@@ -5,6 +5,9 @@ published again on every connection (Home Assistant may have restarted; retained
 harmless). Entities:
 
 - ``binary_sensor`` *status* (device_class connectivity) from ``<p>/status``;
+- ``binary_sensor`` *problem* (device_class problem) from the retained ``<p>/health``: on while the
+  daemon is degraded (short of disk space, a read-only or missing folder), with the reason as an
+  attribute; off again when it recovers;
 - one ``sensor`` per source: *last text* from ``<p>/result/<source>`` (the text, or the error of a failed
   file, cut to Home Assistant's 255-character state limit), with the file name, id and processing time as
   attributes; unavailable while the device is offline.
@@ -55,6 +58,20 @@ def discovery_messages(
         "device": device,
     }
     out.append((f"{discovery_prefix}/binary_sensor/{node}/status/config", _dump(status)))
+    problem = {
+        "name": "Problem",
+        "unique_id": f"{node}_problem",
+        "state_topic": topics.health,
+        "value_template": "{{ 'ON' if value_json.problem else 'OFF' }}",
+        "json_attributes_topic": topics.health,
+        "json_attributes_template": "{{ {'condition': value_json.condition, 'reason': value_json.reason} "
+        "| tojson }}",
+        "device_class": "problem",
+        "entity_category": "diagnostic",
+        "device": device,
+        **availability,
+    }
+    out.append((f"{discovery_prefix}/binary_sensor/{node}/problem/config", _dump(problem)))
     for source in sources:
         oid = f"last_text_{_object_id(source)}"
         sensor = {

@@ -20,6 +20,12 @@ Contract (see `topics` for the layout):
 - Commands on ``<p>/cmd/<verb>`` go to the `CommandHandler`; the reply is JSON on
   ``<p>/cmd/<verb>/reply``. Retained commands are ignored (they would replay at every connection).
 - Home Assistant discovery configs are published (retained) on every connection when enabled.
+- ``<p>/health`` (retained, QoS 1) carries the daemon's degraded state (`publish_health`): sent when it
+  changes and again on every connection, so a subscriber, and Home Assistant's problem sensor, always
+  see the current one.
+- The outbox may come later (`attach`): a daemon started on a full disk cannot open it yet, and still
+  connects to say so. Outbox errors (a full disk while deleting acknowledged messages) are retried
+  and logged like connection errors: once, then at repeats 2, 4, 8, ...
 """
 
 from __future__ import annotations
@@ -109,7 +115,7 @@ class MqttPublisher:
         self,
         config: MqttConfig,
         device_id: str,
-        outbox: Outbox,
+        outbox: Outbox | None,
         stop: threading.Event,
         *,
         sources: Sequence[str] = (),
@@ -142,6 +148,9 @@ class MqttPublisher:
         self._since: float | None = None
         self._client: _Client | None = None
         self._thread: threading.Thread | None = None
+        self._health: bytes | None = None  # the last health document, re-sent on every connection
+        self._outbox_error: str | None = None
+        self._outbox_repeats = 0
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -205,6 +214,24 @@ class MqttPublisher:
         """True once the broker accepted the connection (for callers that want to wait)."""
         return self._connected.wait(timeout)
 
+    def attach(self, outbox: Outbox) -> None:
+        """Start draining `outbox` (one opened after the publisher started)."""
+        self.outbox = outbox
+
+    def _depth(self) -> int:
+        box = self.outbox
+        return box.depth() if box is not None else 0
+
+    def publish_health(self, health: Mapping[str, Any]) -> None:
+        """Set the retained health document; sent now if connected, and on every connection."""
+        payload = json.dumps(health, separators=(",", ":"), default=str).encode()
+        with self._lock:
+            if payload == self._health:
+                return
+            self._health = payload
+        if self._connected.is_set():
+            self._send(self.topics.health, payload, 1, True)
+
     def publish_stats(self, stats: Mapping[str, Any]) -> bool:
         """Send a stats message (QoS 0, not retained, not stored); False while disconnected."""
         if not self._connected.is_set():
@@ -222,8 +249,9 @@ class MqttPublisher:
             try:
                 sent_or_acked = self._drain()
                 busy = sent_or_acked > 0 or (self._connected.is_set() and self.state.inflight > 0)
+                self._outbox_error, self._outbox_repeats = None, 0
             except PublishError as exc:
-                log.error("MQTT: outbox error, will retry: %s", exc)
+                self._outbox_failed(exc)
             except Exception:
                 log.exception("MQTT: unexpected error in the publisher loop; it goes on")
         try:
@@ -231,15 +259,29 @@ class MqttPublisher:
         except Exception:
             log.exception("MQTT: error while stopping")
 
+    def _outbox_failed(self, exc: PublishError) -> None:
+        """An outbox error (a full or read-only disk): retried each round, logged 1, 2, 4, 8... times."""
+        text = str(exc)
+        if text != self._outbox_error:
+            self._outbox_error, self._outbox_repeats = text, 0
+        self._outbox_repeats += 1
+        n = self._outbox_repeats
+        if n == 1:
+            log.warning("MQTT: outbox error, will retry: %s", text)
+        elif n & (n - 1) == 0:
+            log.warning("MQTT: outbox error still there after %d attempts: %s", n, text)
+        # A full disk does not clear within a poll period: slow down rather than spin.
+        self._stop.wait(min(5.0, 0.05 * n))
+
     def _drain(self) -> int:
         """Delete what was acknowledged and fill the in-flight window; returns the work done."""
         done = self._flush_acks()
-        if not self._connected.is_set():
+        if not self._connected.is_set() or self.outbox is None:
             return done
         with self._lock:
             busy = self._outstanding | self._poison
             room = self.config.max_inflight - len(self._outstanding)
-        if room <= 0 or self.outbox.depth() <= len(busy):
+        if room <= 0 or self._depth() <= len(busy):
             return done
         for msg in self.outbox.peek(room, exclude=busy):
             if not self._connected.is_set():
@@ -251,7 +293,7 @@ class MqttPublisher:
     def _flush_acks(self) -> int:
         with self._lock:
             acked, self._acked = self._acked, []
-        if not acked:
+        if not acked or self.outbox is None:
             return 0
         try:
             self.outbox.ack_many(acked)
@@ -273,7 +315,7 @@ class MqttPublisher:
             self._drain()
             with self._lock:
                 pending = len(self._outstanding) + len(self._acked)
-            if not pending and self.outbox.depth() <= len(self._poison):
+            if not pending and self._depth() <= len(self._poison):
                 break
             time.sleep(self._poll_s)
         if self._connected.is_set():
@@ -286,8 +328,11 @@ class MqttPublisher:
             client.disconnect()
         client.loop_stop()
         self._connected.clear()
-        self._flush_acks()
-        log.info("MQTT: stopped; %d messages wait in the outbox", self.outbox.depth())
+        try:
+            self._flush_acks()
+        except PublishError as exc:  # the broker has them: they are sent again after the restart
+            log.warning("MQTT: could not delete the last acknowledged messages: %s", exc)
+        log.info("MQTT: stopped; %d messages wait in the outbox", self._depth())
 
     # ------------------------------------------------------------------------------------ sending
 
@@ -361,10 +406,14 @@ class MqttPublisher:
             self._last_error = None
             self._error_repeats = 0
             self._since = time.time()
-        log.info("MQTT: connected to %s; %d messages wait in the outbox", self._where, self.outbox.depth())
+        log.info("MQTT: connected to %s; %d messages wait in the outbox", self._where, self._depth())
         self._connected.set()
         # Only now, after the broker accepted us:
         self._send(self.topics.status, ONLINE, 1, True)
+        with self._lock:
+            health = self._health
+        if health is not None:
+            self._send(self.topics.health, health, 1, True)
         client.subscribe(self.topics.cmd_filter, qos=1)
         if self.config.home_assistant.enabled:
             for topic, payload in discovery_messages(
@@ -395,7 +444,7 @@ class MqttPublisher:
             return
         self._report(f"lost the connection to {self._where}: {reason_code}", logging.WARNING)
         log.warning(
-            "MQTT: results wait in the outbox (%d) and are sent after the reconnect", self.outbox.depth()
+            "MQTT: results wait in the outbox (%d) and are sent after the reconnect", self._depth()
         )
 
     def _report(self, text: str, level: int) -> None:

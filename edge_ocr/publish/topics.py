@@ -6,6 +6,8 @@ Topics (``<p>`` is ``<topic_prefix>/<device_id>``):
   on clean stop.
 - ``<p>/result/<source>``: QoS 1 JSON results (put in the outbox by the daemon).
 - ``<p>/stats``: periodic JSON.
+- ``<p>/health``: retained JSON ``{"problem": bool, "condition", "reason", "storage"}``: whether the
+  daemon is degraded (e.g. short of disk space) and why; cleared (``problem: false``) when it recovers.
 - ``<p>/cmd/<verb>``: commands; each answer goes to ``<p>/cmd/<verb>/reply`` (one reply topic per verb,
   so a client waits on exactly the topic of the command it sent; ``cmd/+`` does not match it, so the
   device never receives its own replies).
@@ -41,6 +43,10 @@ class Topics:
     @property
     def stats(self) -> str:
         return f"{self.base}/stats"
+
+    @property
+    def health(self) -> str:
+        return f"{self.base}/health"
 
     @property
     def cmd_filter(self) -> str:
