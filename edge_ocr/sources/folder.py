@@ -14,7 +14,11 @@ What this module owns:
 * **Exactly once, never dropped.** Paths handed out stay *in flight* until :meth:`FolderSource.complete`;
   while the consumer is full, files stay in the inbox and are handed out when it has room again.
 * **Lifecycle.** :meth:`FolderSource.complete` moves a file to ``done_dir`` (or deletes it) or to
-  ``failed_dir`` with ``NAME.error.json`` beside it. Names are kept; a clash gets a counter suffix
+  ``failed_dir`` with ``NAME.error.json`` beside it. When the move fails (a full disk, a read-only or
+  unmounted folder) the file stays in the inbox *and in flight*, and :class:`FinishError` says which
+  folder failed: the caller tries `complete` again later, or gives the file back with `release`. A
+  missing ``done_dir``/``failed_dir`` is never created here (only sub-folders below it): on an
+  unmounted stick that would write to the bare mount point. Names are kept; a clash gets a counter suffix
   (``photo.1.jpg``), nothing is ever overwritten. In recursive mode the subfolder structure below the
   inbox is kept below ``done_dir``/``failed_dir``, so same-named files from different folders stay apart.
 
@@ -63,6 +67,14 @@ except ImportError:  # not Linux (a developer's laptop): polling only
     InotifyObserver = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger(__name__)
+
+
+class FinishError(SourceError):
+    """A handed-out file could not be moved to done_dir/failed_dir (or deleted); it stays in flight."""
+
+    def __init__(self, message: str, *, folder: Literal["done", "failed"], remedy: str) -> None:
+        super().__init__(message, remedy=remedy)
+        self.folder = folder
 
 
 class _StopRaceFilter(logging.Filter):
@@ -294,6 +306,11 @@ class FolderSource:
             try:
                 d.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
+                if d != s.path:
+                    # A done/failed folder on a full, read-only or missing disk holds files back (the
+                    # daemon's storage guard reports it); it must not stop the source from starting.
+                    log.warning("folder %s: cannot create %s: %s", s.name, d, exc.strerror or exc)
+                    continue
                 raise SourceError(
                     f"source {s.name!r}: cannot create {d}: {exc}",
                     remedy="create the folder or give the edge-ocr user write access to it",
@@ -342,47 +359,50 @@ class FolderSource:
 
         Returns where the file went (None when deleted or left in place). A file that changed since
         it was handed out (same name, new content) is left in the inbox and offered again. Raises
-        SourceError when the file cannot be moved; it is then offered again after the next rescan.
+        FinishError when the file cannot be moved: it stays in the inbox and in flight, to be completed
+        again later or given back with `release`.
         """
         src = os.path.abspath(path)
         s = self.settings
         with self._lock:
             ident = self._in_flight.get(src)
         try:
-            try:
-                st = os.stat(src)
-            except FileNotFoundError:
-                log.warning("folder %s: %s vanished before it could be completed", s.name, src)
-                return None
-            if ident is not None and ident != (st.st_ino, st.st_size, st.st_mtime_ns):
-                log.warning("folder %s: %s changed while processed; offering it again", s.name, src)
-                self._events.put(("changed", src, ""))
-                return None
-            rel_dir = os.path.dirname(os.path.relpath(src, self._root))
-            if rel_dir.startswith(".."):  # not below the inbox: keep just the name
-                rel_dir = ""
-            try:
-                if ok and s.on_success == "delete":
-                    os.unlink(src)
-                    dest = None
-                elif ok:
-                    assert s.done_dir is not None
-                    dest = _move(src, s.done_dir / rel_dir, None)
-                else:
-                    dest = _move(src, s.failed_dir / rel_dir, self._error_doc(src, reason))
-            except OSError as exc:
-                where = s.failed_dir if not ok else (s.done_dir or s.path)
-                raise SourceError(
-                    f"source {s.name!r}: cannot finish {src}: {exc}",
-                    remedy=f"check free space and write access to {where}",
-                ) from exc
-            with self._lock:
-                self._counts["done" if ok else "failed"] += 1
-            log.debug("folder %s: %s -> %s", s.name, src, dest or "deleted")
-            return dest
-        finally:
-            with self._lock:
-                self._in_flight.pop(src, None)
+            st = os.stat(src)
+        except FileNotFoundError:
+            log.warning("folder %s: %s vanished before it could be completed", s.name, src)
+            self.release(src)
+            return None
+        except OSError:
+            st = None  # the move below reports it
+        if st is not None and ident is not None and ident != (st.st_ino, st.st_size, st.st_mtime_ns):
+            log.warning("folder %s: %s changed while processed; offering it again", s.name, src)
+            self._events.put(("changed", src, ""))
+            self.release(src)
+            return None
+        rel_dir = os.path.dirname(os.path.relpath(src, self._root))
+        if rel_dir.startswith(".."):  # not below the inbox: keep just the name
+            rel_dir = ""
+        try:
+            if ok and s.on_success == "delete":
+                os.unlink(src)
+                dest = None
+            elif ok:
+                assert s.done_dir is not None
+                dest = _move(src, s.done_dir, rel_dir, None)
+            else:
+                dest = _move(src, s.failed_dir, rel_dir, self._error_doc(src, reason))
+        except OSError as exc:
+            where = s.failed_dir if not ok else (s.done_dir or s.path)
+            raise FinishError(
+                f"source {s.name!r}: cannot finish {src}: {exc.strerror or exc}",
+                folder="done" if ok else "failed",
+                remedy=f"check free space and write access to {where}",
+            ) from exc
+        with self._lock:
+            self._counts["done" if ok else "failed"] += 1
+            self._in_flight.pop(src, None)
+        log.debug("folder %s: %s -> %s", s.name, src, dest or "deleted")
+        return dest
 
     def _error_doc(self, src: str, reason: dict[str, Any] | None) -> dict[str, Any]:
         reason = dict(reason or {})
@@ -782,34 +802,53 @@ def _fsync_dir(path: Path) -> None:
 def _write_json(target: Path, doc: dict[str, Any]) -> None:
     # Hidden .tmp name: ignored by the watcher even when failed_dir lies inside the inbox.
     tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk must not keep a torn half of it
+            os.unlink(tmp)
+        raise
 
 
-def _move(src: str, dest_dir: Path, error_doc: dict[str, Any] | None) -> Path:
-    """Move `src` into `dest_dir` under a free name; write NAME.error.json first when given.
+def _move(src: str, root: Path, rel_dir: str, error_doc: dict[str, Any] | None) -> Path:
+    """Move `src` into `root/rel_dir` under a free name; write NAME.error.json first when given.
 
     The error document goes first so that a crash in between leaves the file in the inbox (it is
-    processed again) rather than in failed/ without its reason.
+    processed again) rather than in failed/ without its reason. `root` itself must exist: a missing
+    done/failed folder may be an unmounted disk, and creating it would fill the mount point instead.
     """
     with _MOVE_LOCK:
+        if not root.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "folder is missing", str(root))
+        dest_dir = root / rel_dir
         dest_dir.mkdir(parents=True, exist_ok=True)
         target = _free_name(dest_dir, os.path.basename(src), error_doc is not None)
+        side = target.with_name(target.name + ".error.json")
         if error_doc is not None:
             doc = dict(error_doc, file=target.name, failed_path=str(target))
-            _write_json(target.with_name(target.name + ".error.json"), doc)
+            _write_json(side, doc)
         try:
             # Renames are not followed by a directory fsync: after a power cut the worst case is
             # the file back in the inbox, processed again under the same id.
             os.replace(src, target)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
+                if error_doc is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(side)  # the file stays in the inbox: no reason without its file
                 raise
-            _copy_across(src, target)
+            try:
+                _copy_across(src, target)
+            except BaseException:
+                if error_doc is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(side)
+                raise
         return target
 
 
