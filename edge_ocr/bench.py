@@ -37,7 +37,9 @@ LINE_SETS = ("lines_en", "lines_zh_synth", "lines_zh")
 SYNTHETIC = {"lines_zh_synth"}
 QUICK = {"lines": 100, "pages": 10}  # --quick: first N of each set, enough for a CI smoke run
 SWEEP = [(736, "max"), (960, "max"), (1280, "max"), (736, "min"), (960, "min")]
-RAPIDOCR = "rapidocr_onnxruntime"
+# The baselines, each in its own worker process: RapidOCR 1.4.4 (PP-OCRv4, the package edge-ocr's
+# first model set comes from) and RapidOCR 3.10 (PP-OCRv6 small, the default set's source).
+BASELINES = {"rapidocr": ("rapidocr_onnxruntime", "1.4.4"), "rapidocr3": ("rapidocr", "3.10.0")}
 
 
 def default_data_dir() -> Path:
@@ -78,13 +80,15 @@ def _edge_reader(spec: dict[str, Any]) -> Reader:
     from edge_ocr.inference.detector import DetectorSettings
     from edge_ocr.pipeline import Engine, EngineSettings
 
-    kw: dict[str, Any] = {"threads": spec["threads"], "precision": spec["precision"]}
+    kw: dict[str, Any] = {"threads": spec["threads"], "precision": spec["precision"],
+                          "model_set": spec.get("model_set")}  # fmt: skip
     if spec.get("models"):
         kw["models_dir"] = Path(spec["models"])
     if spec.get("detector"):
         kw["detector"] = DetectorSettings(**spec["detector"])
     kw.update(spec.get("options") or {})
     engine = Engine(EngineSettings(**kw))
+    chosen = ",".join(f"{r}={c.precision}" for r, c in engine.choices.items())
 
     def read(path: Path) -> dict[str, Any]:
         img = read_image(path)
@@ -92,7 +96,7 @@ def _edge_reader(spec: dict[str, Any]) -> Reader:
         res = engine.run_line(img) if spec["kind"] == "lines" else engine.run(img)
         ms = (time.perf_counter() - t) * 1000
         lines = [{"text": ln.text, "box": [list(p) for p in ln.box]} for ln in res.lines]
-        return {"ms": ms, "text": res.text, "lines": lines, "timings": res.timings_ms}
+        return {"ms": ms, "text": res.text, "lines": lines, "timings": res.timings_ms, "chosen": chosen}
 
     return read
 
@@ -115,6 +119,35 @@ def _rapidocr_reader(spec: dict[str, Any]) -> Reader:
         res, _ = engine(img)
         ms = (time.perf_counter() - t) * 1000
         lines = [{"text": r[1], "box": [[float(x), float(y)] for x, y in r[0]]} for r in res or []]
+        return {"ms": ms, "text": "\n".join(ln["text"] for ln in lines), "lines": lines}
+
+    return read
+
+
+def _rapidocr3_reader(spec: dict[str, Any]) -> Reader:
+    from rapidocr import RapidOCR
+
+    from edge_ocr.decode import read_image
+
+    n = spec["threads"]
+    engine = RapidOCR(params={"EngineConfig.onnxruntime.intra_op_num_threads": n,
+                              "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+                              "Global.log_level": "warning"})  # fmt: skip
+
+    def read(path: Path) -> dict[str, Any]:
+        img = read_image(path)
+        t = time.perf_counter()
+        if spec["kind"] == "lines":
+            # Its best reading of a single line: its classifier flips short upright lines blindly
+            # (lines_en CER 0.0231 with it, 0.0118 without).
+            res = engine(img, use_det=False, use_cls=False, use_rec=True)
+            ms = (time.perf_counter() - t) * 1000
+            return {"ms": ms, "text": "".join(res.txts or [])}
+        res = engine(img)
+        ms = (time.perf_counter() - t) * 1000
+        boxes = res.boxes if res.boxes is not None else []
+        lines = [{"text": txt, "box": [[float(x), float(y)] for x, y in box]}
+                 for box, txt in zip(boxes, res.txts or [], strict=False)]  # fmt: skip
         return {"ms": ms, "text": "\n".join(ln["text"] for ln in lines), "lines": lines}
 
     return read
@@ -163,7 +196,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         paths = [p for p, _ in load_lines(data / spec["set"], spec.get("limit"))]
     else:
         paths = [data / "pages" / p["image"] for p in load_pages(data / "pages", spec.get("limit"))]
-    make = {"edge": _edge_reader, "rapidocr": _rapidocr_reader, "tesseract": _tesseract_reader}
+    make = {"edge": _edge_reader, "rapidocr": _rapidocr_reader, "rapidocr3": _rapidocr3_reader,
+            "tesseract": _tesseract_reader}  # fmt: skip
     read = make[spec["engine"]](spec)
     ready = time.time()
     read(paths[0])  # the warm-up, and the "first result" of start-up time
@@ -221,6 +255,8 @@ def score(spec: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     if "error" in raw:
         return {**row, "error": raw["error"]}
     items = raw["items"]
+    if spec["engine"] == "edge" and spec["precision"] == "auto" and items and items[0].get("chosen"):
+        row["precision"] = f"auto({items[0]['chosen']})"
     ms = [it["ms"] for it in items]
     row.update(n=len(items), ms_median=_pct(ms, 50), ms_p95=_pct(ms, 95), rss_mb=raw["rss_mb"])
     row.update(start_s=raw["start_s"], ready_s=raw["ready_s"])
@@ -245,27 +281,26 @@ def score(spec: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _precisions(models_dir: Path | None, wanted: Sequence[str] | None) -> list[tuple[str | None, str]]:
-    """(EngineSettings.precision, label) per edge-ocr precision configuration the manifest offers.
+def _configurations(
+    models_dir: Path | None, sets: Sequence[str] | None, wanted: Sequence[str] | None
+) -> list[tuple[str, str]]:
+    """(model set, precision mode) per edge-ocr configuration: every set of the manifest (or --model-set)
+    with auto, fp32 and int8 (or --precision); int8 only for sets that have an INT8 variant."""
+    from edge_ocr.models import default_models_dir, load_manifest
 
-    "default" is the manifest's per-model choice (INT8 only where it passed the accuracy gate); it is
-    listed separately only when it differs from all-FP32 and all-INT8.
-    """
-    from edge_ocr.models import ROLES, default_models_dir, load_manifest
-
-    models = load_manifest(models_dir or default_models_dir())["models"]
-    have = {v: all(v in (models[r].get("variants") or {}) for r in ROLES) for v in ("fp32", "int8")}
-    defaults = {r: models[r].get("default") for r in ROLES}
-    out: list[tuple[str | None, str]] = [(v, v) for v in ("fp32", "int8") if have[v]]
-    if len(set(defaults.values())) > 1:
-        out.append((None, "default(" + ",".join(f"{r}={v}" for r, v in defaults.items()) + ")"))
-    if wanted:
-        unknown = set(wanted) - {"fp32", "int8", "default"}
-        if unknown:
-            raise ConfigError(f"unknown --precision {sorted(unknown)}; use fp32, int8 or default")
-        out = [(p, lab) for p, lab in out if (p or "default") in wanted]
-    if not out:
-        raise ConfigError(f"the manifest offers none of the precisions asked for ({wanted})")
+    manifest = load_manifest(models_dir or default_models_dir())
+    built = manifest["sets"]
+    unknown = set(sets or ()) - set(built)
+    if unknown:
+        raise ConfigError(f"unknown --model-set {sorted(unknown)}; the manifest has {', '.join(built)}")
+    modes = list(wanted or ("auto", "fp32", "int8"))
+    bad = set(modes) - {"auto", "fp32", "int8"}
+    if bad:
+        raise ConfigError(f"unknown --precision {sorted(bad)}; use auto, fp32 or int8")
+    out = []
+    for name in sets or list(built):
+        has_int8 = any("int8" in (r.get("variants") or {}) for r in built[name]["models"].values())
+        out += [(name, m) for m in modes if m != "int8" or has_int8]
     return out
 
 
@@ -276,7 +311,8 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
 
     from edge_ocr.pipeline import EngineSettings
 
-    known = {f.name for f in fields(EngineSettings)} - {"threads", "precision", "detector", "models_dir"}
+    known = {f.name for f in fields(EngineSettings)} - {"threads", "precision", "detector", "models_dir",
+                                                        "model_set"}  # fmt: skip
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -300,36 +336,38 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         sets += [("lines", s) for s in LINE_SETS if (data / s / "labels.tsv").is_file()]
     if args.only in (None, "pages"):
         sets.append(("pages", "pages"))
-    precisions = _precisions(Path(args.models) if args.models else None, args.precision)
+    configs = _configurations(Path(args.models) if args.models else None, args.model_set, args.precision)
     specs = []
     for kind, name in sets:
         limit = QUICK[kind] if args.quick else None
         common = {**base, "kind": kind, "set": name, "limit": limit}
-        for prec, label in precisions:
+        for set_name, prec in configs:
             for n in args.threads:
                 specs.append(
                     {
                         **common,
                         "engine": "edge",
-                        "label": "edge-ocr",
+                        "label": f"edge-ocr {set_name}",
+                        "model_set": set_name,
                         "precision": prec,
-                        "precision_label": label,
+                        "precision_label": prec,
                         "threads": n,
                         "detector": det,
                         "options": options,
                     }
                 )
         if args.baselines:
-            specs.append(
-                {
-                    **common,
-                    "engine": "rapidocr",
-                    "label": "RapidOCR 1.4.4",
-                    "precision": None,
-                    "precision_label": "fp32",
-                    "threads": 1,
-                }
-            )
+            for engine, (_, version) in BASELINES.items():
+                specs.append(
+                    {
+                        **common,
+                        "engine": engine,
+                        "label": f"RapidOCR {version}",
+                        "precision": None,
+                        "precision_label": "fp32",
+                        "threads": 1,
+                    }
+                )
             if name != "lines_zh_synth" and name != "lines_zh":  # only `eng` traineddata is installed
                 specs.append(
                     {
@@ -342,13 +380,15 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                     }
                 )
         if kind == "pages" and args.det_sweep:
-            prec, label = precisions[-1]  # the shipped default when the manifest has one
+            set_name, prec = configs[0]
+            label = prec
             for side, typ in SWEEP:
                 specs.append(
                     {
                         **common,
                         "engine": "edge",
                         "label": f"edge det {typ} {side}",
+                        "model_set": set_name,
                         "precision": prec,
                         "precision_label": label,
                         "threads": 1,
@@ -362,11 +402,12 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _baseline_available(engine: str) -> str | None:
     """None when the baseline can run, else why not (shown in the table instead of figures)."""
-    if engine == "rapidocr":
+    if engine in BASELINES:
         import importlib.util
 
-        found = importlib.util.find_spec(RAPIDOCR) is not None
-        return None if found else f"not installed (pip install {RAPIDOCR}==1.4.4)"
+        module, version = BASELINES[engine]
+        found = importlib.util.find_spec(module) is not None
+        return None if found else f"not installed (pip install {module}=={version})"
     if engine == "tesseract":
         return None if shutil.which("tesseract") else "not installed (apt install tesseract-ocr)"
     return None
@@ -392,17 +433,17 @@ def render(rows: list[dict[str, Any]]) -> str:
         out.append(f"\n{title}")
         if name == "pages":
             head = (
-                f"{'engine':<22}{'precision':<34}{'thr':>4}{'CER':>8}{'recall':>8}{'med ms':>9}"
+                f"{'engine':<24}{'precision':<34}{'thr':>4}{'CER':>8}{'recall':>8}{'med ms':>9}"
                 f"{'p95 ms':>9}{'det/cls/rec ms':>18}{'RSS MB':>8}{'start s':>12}"
             )
         else:
             head = (
-                f"{'engine':<22}{'precision':<34}{'thr':>4}{'exact':>7}{'CER':>7}{'CER ws':>8}"
+                f"{'engine':<24}{'precision':<34}{'thr':>4}{'exact':>7}{'CER':>7}{'CER ws':>8}"
                 f"{'CER nfkc':>9}{'med ms':>8}{'p95 ms':>8}{'RSS MB':>8}{'start s':>12}"
             )
         out += [head, "-" * len(head)]
         for r in group:
-            lead = f"{r['label']:<22}{r['precision']:<34}{r['threads']:>4}"
+            lead = f"{r['label']:<24}{r['precision']:<34}{r['threads']:>4}"
             if "error" in r:
                 out.append(f"{lead}  {r['error']}")
             elif name == "pages":
@@ -434,16 +475,17 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def speed_ratio(rows: list[dict[str, Any]]) -> str | None:
-    """RapidOCR median page time / edge-ocr's, per edge-ocr precision, 1 thread (>1: edge-ocr faster)."""
+    """Each RapidOCR's median page time / edge-ocr's, per edge-ocr configuration, 1 thread (>1: edge-ocr
+    faster)."""
     pages = [r for r in rows if r["set"] == "pages" and r["threads"] == 1 and "error" not in r]
-    rapid = next((r for r in pages if r["engine"] == "rapidocr"), None)
-    if not rapid:
-        return None
-    parts = [
-        f"{r['precision']} {rapid['ms_median'] / r['ms_median']:.2f}x faster than RapidOCR"
-        for r in pages
-        if r["engine"] == "edge" and not r.get("sweep")
-    ]
+    parts = []
+    for rapid in (r for r in pages if r["engine"] in BASELINES):
+        parts += [
+            f"{r['label']} {r['precision']} {rapid['ms_median'] / r['ms_median']:.2f}x faster than "
+            f"{rapid['label']}"
+            for r in pages
+            if r["engine"] == "edge" and not r.get("sweep")
+        ]
     return "; ".join(parts) or None
 
 
@@ -465,7 +507,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         nargs="+",
         metavar="P",
-        help="fp32, int8 and/or default (the manifest's per-model choice); default: all",
+        help="auto, fp32 and/or int8 (auto: INT8 where accurate and faster on this CPU); default: all",
+    )
+    parser.add_argument(
+        "--model-set", nargs="+", metavar="SET", help="ppocrv6-small and/or ppocrv4-mobile; default: all"
     )
     parser.add_argument(
         "--threads",
@@ -479,7 +524,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repeat", type=int, default=1, help="time each item N times and keep the fastest (default 1)"
     )
     parser.add_argument(
-        "--no-baselines", dest="baselines", action="store_false", help="skip RapidOCR and Tesseract"
+        "--no-baselines", dest="baselines", action="store_false", help="skip RapidOCR 1.4/3.10 and Tesseract"
     )
     parser.add_argument("--det-limit", type=int, help="detector side limit for the edge-ocr rows")
     parser.add_argument(

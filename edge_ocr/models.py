@@ -1,8 +1,10 @@
 """The model manifest and the sha256 check that guards every model file before it is loaded.
 
-`models/manifest.yaml` (written by `edge_ocr.modelbuild`) lists per role (det, rec, cls) the variants
-built (fp32, int8), their files and sha256, and which variant is the default. Nothing here downloads
-or builds anything: a missing or altered file is refused with the command that rebuilds it.
+`models/manifest.yaml` (written by `edge_ocr.modelbuild`) lists named model sets (`ppocrv6-small`,
+the default, and `ppocrv4-mobile`), per set and role (det, rec, cls) the variants built (fp32, int8)
+with their files and sha256, and whether INT8 passed the build's accuracy gate (`int8_allowed`).
+Nothing here downloads or builds anything: a missing or altered file is refused with the command
+that rebuilds it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from edge_ocr.errors import ModelError
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 ROLES = ("det", "rec", "cls")
+SCHEMA = 2
 REBUILD = "run `edge-ocr models build` to rebuild the model files"
 
 
@@ -56,23 +59,48 @@ def load_manifest(models_dir: Path) -> dict:
         raise ModelError(f"model manifest {path} not found", remedy=REBUILD) from exc
     except (OSError, yaml.YAMLError) as exc:
         raise ModelError(f"model manifest {path} cannot be read: {exc}", remedy=REBUILD) from exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
-        raise ModelError(f"model manifest {path} has no `models` mapping", remedy=REBUILD)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sets"), dict):
+        raise ModelError(f"model manifest {path} has no `sets` mapping", remedy=REBUILD)
     return manifest
 
 
+def set_entry(manifest: dict, models_dir: Path, model_set: str | None = None) -> tuple[str, dict]:
+    """(name, entry) of the named model set, or of the manifest's default set."""
+    if manifest.get("schema") != SCHEMA or not isinstance(manifest.get("sets"), dict):
+        raise ModelError(
+            f"model manifest in {models_dir} is of an older layout (schema {manifest.get('schema')})",
+            remedy=REBUILD,
+        )
+    name = model_set or manifest.get("default_set")
+    entry = manifest["sets"].get(name)
+    if not isinstance(entry, dict):
+        raise ModelError(
+            f"model set {name!r} is not in {models_dir} (built: {', '.join(manifest['sets']) or 'none'})",
+            remedy="choose one of those, or run `edge-ocr models build` to build every set",
+        )
+    return str(name), entry
+
+
+def role_entry(manifest: dict, models_dir: Path, role: str, model_set: str | None = None) -> dict:
+    name, entry = set_entry(manifest, models_dir, model_set)
+    role_spec = (entry.get("models") or {}).get(role)
+    if not isinstance(role_spec, dict):
+        raise ModelError(f"model set {name!r} in {models_dir} has no entry for role {role!r}", remedy=REBUILD)
+    return role_spec
+
+
 def resolve(
-    models_dir: Path, role: str, variant: str | None = None, manifest: dict | None = None
+    models_dir: Path,
+    role: str,
+    variant: str = "fp32",
+    manifest: dict | None = None,
+    model_set: str | None = None,
 ) -> ModelFile:
-    """Find a role's file (the manifest's default variant unless one is named) and verify its sha256.
+    """Find a role's file of one variant in a model set (default: the manifest's) and verify its sha256.
 
     `manifest`: load_manifest(models_dir) already read, when several roles are resolved at once."""
     manifest = manifest if manifest is not None else load_manifest(models_dir)
-    entry = manifest["models"].get(role)
-    if not isinstance(entry, dict):
-        raise ModelError(f"model manifest in {models_dir} has no entry for role {role!r}", remedy=REBUILD)
-    variant = variant or entry.get("default")
-    variants = entry.get("variants") or {}
+    variants = role_entry(manifest, models_dir, role, model_set).get("variants") or {}
     if variant not in variants:
         raise ModelError(
             f"model role {role!r} has no variant {variant!r} (available: {', '.join(variants) or 'none'})"

@@ -7,23 +7,25 @@ its own arrays, and onnxruntime's InferenceSession.run is thread-safe.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from edge_ocr.errors import InputError
+from edge_ocr.inference import precision as _precision
 from edge_ocr.inference.classifier import AngleClassifier
 from edge_ocr.inference.detector import Detector, DetectorSettings
 from edge_ocr.inference.graphcache import default_cache_dir
 from edge_ocr.inference.recognizer import Recognizer
-from edge_ocr.inference.session import create_session
-from edge_ocr.models import default_models_dir, load_manifest, resolve
+from edge_ocr.models import ROLES, default_models_dir, load_manifest, set_entry
 from edge_ocr.preprocess import crop_quad
 from edge_ocr.types import OcrResult, TextLine
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = _precision.MODES
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,10 @@ class EngineSettings:
     threads: int = 1  # onnxruntime intra-op threads per session
     use_cls: bool = True  # flip upside-down lines (cheap: a 0.6 MB model on 48x192 inputs)
     min_confidence: float = 0.5  # lines read with lower mean character probability are dropped
-    precision: str | None = None  # force "fp32" or "int8" for every model; None: manifest defaults
+    # "auto": INT8 where the build's accuracy gate allowed it and it is faster on this CPU (probed once
+    # and cached); "fp32" / "int8" force it; or a mapping role -> one of those.
+    precision: str | Mapping[str, str] = "auto"
+    model_set: str | None = None  # None: the manifest's default set (ppocrv6-small)
     detector: DetectorSettings = field(default_factory=DetectorSettings)
     rec_batch_size: int = 4
     # Optimized graphs are kept here for a faster next start (None: optimize at every start).
@@ -43,22 +48,30 @@ class EngineSettings:
 class Engine:
     def __init__(self, settings: EngineSettings | None = None) -> None:
         s = settings or EngineSettings()
-        if s.precision not in (None, *PRECISIONS):
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {s.precision!r}")
+        modes = s.precision if isinstance(s.precision, Mapping) else dict.fromkeys(ROLES, s.precision)
+        for role in ROLES:
+            if modes.get(role, "auto") not in PRECISIONS:
+                raise ValueError(f"precision must be one of {PRECISIONS}, not {modes.get(role)!r}")
         self.settings = s
-        # Every file is verified (sha256) before any session is created.
         manifest = load_manifest(s.models_dir)
-        files = {role: resolve(s.models_dir, role, s.precision, manifest) for role in ("det", "rec", "cls")}
-        self.models = {role: f"{f.path.name}" for role, f in files.items()}
-        self._det = Detector(create_session(files["det"], s.threads, s.graph_cache), s.detector)
+        self.model_set, _ = set_entry(manifest, s.models_dir, s.model_set)
+        roles = ("det", "rec", "cls") if s.use_cls else ("det", "rec")
+        chosen = {
+            role: _precision.choose(s.models_dir, manifest, self.model_set, role, modes.get(role, "auto"),
+                                    s.threads, s.graph_cache)  # fmt: skip
+            for role in roles
+        }
+        self.choices = {role: c for role, (c, _) in chosen.items()}
+        self._det = Detector(chosen["det"][1], s.detector)
         self._rec = Recognizer(
-            create_session(files["rec"], s.threads, s.graph_cache),
-            batch_size=s.rec_batch_size,
-            batch_columns=s.rec_batch_columns,
+            chosen["rec"][1], batch_size=s.rec_batch_size, batch_columns=s.rec_batch_columns
         )
-        self._cls = (
-            AngleClassifier(create_session(files["cls"], s.threads, s.graph_cache)) if s.use_cls else None
-        )
+        self._cls = AngleClassifier(chosen["cls"][1]) if "cls" in chosen else None
+
+    @property
+    def models(self) -> dict[str, Any]:
+        """The `model` field of every result: the set, and per role its file, precision and why."""
+        return {"set": self.model_set, **{role: c.describe() for role, c in self.choices.items()}}
 
     @staticmethod
     def _check(image: np.ndarray) -> None:

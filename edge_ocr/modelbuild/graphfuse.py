@@ -122,6 +122,24 @@ class _Graph:
         self.inits = {i.name: i for i in self.g.initializer}
 
 
+def _drop_identities(gr: _Graph) -> int:
+    """Bypass Identity nodes (paddle2onnx leaves one per parameter read in PP-OCRv6 graphs): they
+    hide the patterns below from each other, and onnxruntime only drops them at every load."""
+    rename: dict[str, str] = {}
+    dead = set()
+    for n in gr.g.node:
+        if n.op_type == "Identity" and n.output[0] not in gr.outputs:
+            src = n.input[0]
+            rename[n.output[0]] = rename.get(src, src)
+            dead.add(id(n))
+    for n in gr.g.node:
+        for k, name in enumerate(n.input):
+            if name in rename:
+                n.input[k] = rename[name]
+    gr.drop(dead)
+    return len(dead)
+
+
 def _fold_affine_after_conv(gr: _Graph) -> int:
     done, dead = 0, set()
     for conv in list(gr.g.node):
@@ -147,6 +165,59 @@ def _fold_affine_after_conv(gr: _Graph) -> int:
         conv.output[0] = last.output[0]
         done += 1
     gr.drop(dead)
+    return done
+
+
+def _fold_bias_add(gr: _Graph) -> int:
+    """Conv (no bias) -> Add(per-channel constant): the constant becomes the conv's bias. PP-OCRv6
+    graphs spell every conv bias so; onnxruntime fuses it for FP32, but the INT8 quantizer would put
+    a Q/DQ pair and a float Add after each such conv."""
+    import numpy as np
+
+    done, dead = 0, set()
+    for conv in list(gr.g.node):
+        if conv.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        add = gr.only_user(conv.output[0], "Add")
+        if add is None or len(add.input) != 2:
+            continue
+        other = add.input[1] if add.input[0] == conv.output[0] else add.input[0]
+        bias = gr.const(other)
+        params = gr.conv_params(conv) if conv.op_type == "Conv" else None
+        if bias is None or params is None:
+            continue
+        w, b = params
+        channels = w.shape[0]
+        if bias.size != channels or (bias.ndim == 4 and bias.shape != (1, channels, 1, 1)):
+            continue
+        gr.store_conv(conv, w, b + np.ravel(bias).astype(np.float32))
+        conv.output[0] = add.output[0]
+        dead.add(id(add))
+        done += 1
+    gr.drop(dead)
+    return done
+
+
+def _hardsigmoid_swish(gr: _Graph) -> int:
+    """Mul(x, HardSigmoid(x; alpha 1/6, beta 0.5)) is HardSwish(x), which onnxruntime fuses into the
+    conv before it."""
+    from onnx import helper
+
+    done, dead, replace = 0, set(), {}
+    for hs in list(gr.g.node):
+        if hs.op_type != "HardSigmoid":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in hs.attribute}
+        if abs(attrs.get("alpha", 0.2) - 1 / 6) > 1e-6 or abs(attrs.get("beta", 0.5) - 0.5) > 1e-6:
+            continue
+        x = hs.input[0]
+        mul = gr.only_user(hs.output[0], "Mul")
+        if mul is None or sorted(mul.input) != sorted([x, hs.output[0]]):
+            continue
+        dead.add(id(hs))
+        replace[id(mul)] = helper.make_node("HardSwish", [x], [mul.output[0]], name=f"{mul.name}.hardswish")
+        done += 1
+    gr._set_nodes([replace.get(id(n), n) for n in gr.g.node if id(n) not in dead])
     return done
 
 
@@ -222,7 +293,10 @@ def fuse(
     model = version_converter.convert_version(onnx.load_from_string(model_bytes), OPSET)
     gr = _Graph(model)
     counts = Counter()
+    counts["identity"] = _drop_identities(gr)
+    counts["conv_bias"] = _fold_bias_add(gr)
     counts["conv_affine"] = _fold_affine_after_conv(gr)
+    counts["hardsigmoid_swish"] = _hardsigmoid_swish(gr)
     counts["hardswish"] = _hardswish(gr)
     counts["pointwise_affine"] = _fold_affine_into_pointwise_conv(gr)
     gr.prune_initializers()

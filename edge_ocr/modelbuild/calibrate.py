@@ -1,0 +1,165 @@
+"""`edge-ocr models calibrate`: INT8 ranges from calib/ crops, then FP32 vs INT8 measured on held-back
+data through the real engine; both are committed to `models/calibration/<set>/<role>.json`, and
+`build` turns them into the accuracy gate. Needs the eval data; run by maintainers.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edge_ocr.modelbuild.build import build, extract, fp32_graphs, ranges_file, write_atomic
+from edge_ocr.modelbuild.quantize import calibration_inputs, compute_ranges, prepare
+from edge_ocr.modelbuild.sets import model_set
+
+log = logging.getLogger(__name__)
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def calibrate(
+    models_dir: Path,
+    data_dir: Path,
+    wheels: list[Path] | None = None,
+    set_name: str = "ppocrv6-small",
+    roles: tuple[str, ...] = ("det", "rec"),
+) -> Path:
+    """Recompute the INT8 ranges of `roles` of one set, measure FP32 vs INT8, rebuild; the manifest path."""
+    import onnxruntime
+
+    models_dir, data_dir = Path(models_dir), Path(data_dir)
+    mset = model_set(set_name)
+    roles = tuple(r for r in roles if mset.roles[r].recipe is not None)
+    graphs = fp32_graphs(mset, {r: b for r, b in extract(mset, wheels).items() if r in roles})
+    today = _dt.date.today().isoformat()
+    for role in roles:
+        recipe = mset.roles[role].recipe
+        assert recipe is not None
+        tensors = calibration_inputs(role, data_dir)
+        with tempfile.TemporaryDirectory(prefix="edge-ocr-calib-") as tmp:
+            prepared = prepare(graphs[role][0], recipe, Path(tmp) / "prepared.onnx")
+            ranges = compute_ranges(prepared, recipe, tensors)
+        log.info("%s %s: %d tensor ranges from %d inputs", set_name, role, len(ranges), len(tensors))
+        _write_json(ranges_file(models_dir, set_name, role), {
+            "role": role, "method": recipe.method,
+            **({"percentile": recipe.percentile} if recipe.method == "Percentile" else {}),
+            "data": f"{recipe.calibration} ({data_dir.name}/calib, {len(tensors)} inputs)",
+            "samples": len(tensors), "date": today, "onnxruntime": onnxruntime.__version__, "ranges": ranges,
+        })  # fmt: skip
+    build(models_dir, wheels, sets=(set_name,))
+    for role in roles:
+        ev = _EVALUATORS[role](models_dir, data_dir, set_name)
+        log.info("%s %s evaluation: %s", set_name, role, ev)
+        path = ranges_file(models_dir, set_name, role)
+        with open(path, encoding="utf-8") as fh:
+            calib = json.load(fh)
+        calib["evaluation"] = {**ev, "date": today, "onnxruntime": onnxruntime.__version__}
+        _write_json(path, calib)
+    return build(models_dir, wheels, sets=(set_name,))
+
+
+# --- evaluation: FP32 vs INT8 through the real engine, one role swapped at a time ------------------
+
+
+def _engine(models_dir: Path, set_name: str, int8_role: str | None, use_cls: bool) -> Any:
+    from edge_ocr.pipeline import Engine, EngineSettings
+
+    precision = {r: ("int8" if r == int8_role else "fp32") for r in ("det", "rec", "cls")}
+    return Engine(EngineSettings(models_dir=models_dir, model_set=set_name, threads=1, use_cls=use_cls,
+                                 precision=precision, graph_cache=None))  # fmt: skip
+
+
+def _side_by_side(models_dir: Path, set_name: str, role: str, images: list[Any], page: bool,
+                  use_cls: bool) -> dict[str, Any]:  # fmt: skip
+    """Run FP32 and INT8 engines alternately per image (shared, noisy CPU: only medians and ratios
+    of interleaved runs are comparable); returns per-engine results and the role's stage times."""
+    out: dict[str, Any] = {"fp32": [], "int8": [], "ms_fp32": [], "ms_int8": []}
+    engines = {"fp32": _engine(models_dir, set_name, None, use_cls),
+               "int8": _engine(models_dir, set_name, role, use_cls)}  # fmt: skip
+    for img in images:
+        for name, eng in engines.items():
+            res = eng.run(img) if page else eng.run_line(img)
+            out[name].append(res)
+            out[f"ms_{name}"].append(res.timings_ms[role])
+    for name in ("fp32", "int8"):
+        out[f"ms_{name}"] = round(statistics.median(out[f"ms_{name}"]), 2)
+    out["speed_ratio"] = round(out["ms_fp32"] / out["ms_int8"], 3)
+    return out
+
+
+def _line_scores(gts: list[str], results: list[Any]) -> dict[str, float]:
+    from edge_ocr import scoring
+
+    s = scoring.score_lines(gts, [r.text for r in results])
+    return {"cer": round(s.cer, 5), "exact": round(s.accuracy, 4)}
+
+
+def _int8_sha(models_dir: Path, set_name: str, role: str) -> str:
+    from edge_ocr.models import load_manifest
+
+    return load_manifest(models_dir)["sets"][set_name]["models"][role]["variants"]["int8"]["sha256"]
+
+
+def _eval_lines(models_dir: Path, data_dir: Path, set_name: str, role: str) -> dict[str, Any]:
+    """rec: lines_en as they are; cls: lines_en upright and turned 180 degrees (the flip it must catch)."""
+    import cv2
+
+    from edge_ocr.bench import load_lines
+    from edge_ocr.decode import read_image
+
+    items = load_lines(data_dir / "lines_en")
+    images = [read_image(p) for p, _ in items]
+    gts = [t for _, t in items]
+    data = f"{data_dir.name}/lines_en ({len(items)} receipt lines)"
+    if role == "cls":
+        images += [cv2.rotate(im, cv2.ROTATE_180) for im in images]
+        gts += gts
+        data = f"{data_dir.name}/lines_en ({len(items)} receipt lines, each also turned 180 degrees)"
+    r = _side_by_side(models_dir, set_name, role, images, page=False, use_cls=role == "cls")
+    return {
+        "metric": "cer", "data": data, "scoring": "CER case-folded, whitespace removed; exact-line share",
+        "fp32": _line_scores(gts, r["fp32"]), "int8": _line_scores(gts, r["int8"]),
+        "ms_fp32": r["ms_fp32"], "ms_int8": r["ms_int8"], "speed_ratio": r["speed_ratio"],
+        "speed": f"median {role} stage ms per line, batch 1, 1 thread, FP32 and INT8 interleaved",
+        "int8_sha256": _int8_sha(models_dir, set_name, role),
+    }  # fmt: skip
+
+
+def _eval_pages(models_dir: Path, data_dir: Path, set_name: str) -> dict[str, Any]:
+    """det: whole receipts end to end (FP32 cls + rec), scored with SOURCES.md's page matching."""
+    from edge_ocr import scoring
+    from edge_ocr.bench import load_pages
+    from edge_ocr.decode import read_image
+
+    pages = load_pages(data_dir / "pages")
+    images = [read_image(data_dir / "pages" / p["image"]) for p in pages]
+    r = _side_by_side(models_dir, set_name, "det", images, page=True, use_cls=True)
+    scores = {}
+    for name in ("fp32", "int8"):
+        total = scoring.EMPTY_PAGE
+        for page, res in zip(pages, r[name], strict=True):
+            gt = [(ln["text"], ln["box"]) for ln in page["lines"]]
+            total = total + scoring.score_page(gt, [(ln.text, ln.box) for ln in res.lines])
+        scores[name] = {"cer": round(total.cer, 5), "recall": round(total.recall, 4)}
+    return {
+        "metric": "cer", "data": f"{data_dir.name}/pages ({len(pages)} receipts, {total.lines} GT lines)",
+        "scoring": "page CER and line recall, SOURCES.md matching; FP32 cls + rec in both runs",
+        **scores, "ms_fp32": r["ms_fp32"], "ms_int8": r["ms_int8"], "speed_ratio": r["speed_ratio"],
+        "speed": "median det stage ms per page, 1 thread, FP32 and INT8 interleaved",
+        "int8_sha256": _int8_sha(models_dir, set_name, "det"),
+    }  # fmt: skip
+
+
+_EVALUATORS = {
+    "rec": lambda m, d, s: _eval_lines(m, d, s, "rec"),
+    "cls": lambda m, d, s: _eval_lines(m, d, s, "cls"),
+    "det": _eval_pages,
+}
