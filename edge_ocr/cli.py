@@ -80,7 +80,8 @@ def cmd_ocr(args: argparse.Namespace) -> int:
             progress.step()
             continue
         if args.json:
-            print(json.dumps({"source": str(path), **result.to_dict()}, ensure_ascii=False), flush=True)
+            record = {"source": str(path), **result.to_dict(), "model": engine.models}
+            print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             if len(inputs) > 1:
                 print(f"==> {path} <==")

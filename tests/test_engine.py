@@ -100,28 +100,31 @@ def _copy_models(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_altered_model_is_refused(models_dir, tmp_path):
+def _file(models_dir: Path, model_set: str, role: str, variant: str = "fp32") -> Path:
     from edge_ocr.models import load_manifest
 
+    entry = load_manifest(models_dir)["sets"][model_set]["models"][role]
+    return models_dir / entry["variants"][variant]["file"]
+
+
+@pytest.mark.parametrize("model_set", ["ppocrv6-small", "ppocrv4-mobile"])
+def test_altered_model_is_refused(models_dir, tmp_path, model_set):
     copy = _copy_models(models_dir, tmp_path / "models")
-    entry = load_manifest(copy)["models"]["rec"]
-    victim = copy / entry["variants"][entry["default"]]["file"]
+    victim = _file(copy, model_set, "rec")
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
     with pytest.raises(ModelError, match=rf"{victim.name} is altered.*edge-ocr models build"):
-        Engine(EngineSettings(models_dir=copy))
+        Engine(EngineSettings(models_dir=copy, model_set=model_set, precision="fp32", graph_cache=None))
 
 
-def test_missing_model_is_refused(models_dir, tmp_path):
-    from edge_ocr.models import load_manifest
-
+@pytest.mark.parametrize("model_set", ["ppocrv6-small", "ppocrv4-mobile"])
+def test_missing_model_is_refused(models_dir, tmp_path, model_set):
     copy = _copy_models(models_dir, tmp_path / "models")
-    entry = load_manifest(copy)["models"]["det"]
-    victim = copy / entry["variants"][entry["default"]]["file"]
+    victim = _file(copy, model_set, "det")
     victim.unlink()
     with pytest.raises(ModelError, match=rf"{victim.name} is missing.*edge-ocr models build"):
-        Engine(EngineSettings(models_dir=copy))
+        Engine(EngineSettings(models_dir=copy, model_set=model_set, graph_cache=None))
 
 
 def test_a_page_read_in_strips_reads_like_the_whole_page(models_dir, eval_data):
