@@ -5,10 +5,19 @@ the publisher and the optional HTTP server; `run()` (the main thread) owns signa
 notifications and the watchdog. A file's result is committed to the outbox *before* the file leaves
 the inbox, so a crash at any point loses nothing: the file is processed again and its message gets the
 same id. Shutdown joins in reverse start order.
+
+A full disk, a read-only or vanished done/failed/state folder *degrades* the daemon; it never stops
+it (see storage.StorageGuard for the rules). While degraded, sources hold new files in the inbox
+(back pressure), results already in the outbox keep going to the broker, and a file whose result is
+stored but which cannot be moved waits in flight and is moved once its folder works again. /healthz
+answers 503 with the reason; status, stats, /metrics, STATUS= and the retained MQTT health (Home
+Assistant's problem sensor) say so. The systemd watchdog still gets its pings: a restart would not
+free any space, and a unit restarted at every failure ends up given up by systemd.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -25,7 +34,7 @@ from edge_ocr.config import CameraSource as CameraConfig
 from edge_ocr.config import Config, load_config
 from edge_ocr.config import FolderSource as FolderConfig
 from edge_ocr.decode import decode
-from edge_ocr.errors import ConfigError, EdgeOcrError
+from edge_ocr.errors import ConfigError, EdgeOcrError, PublishError
 from edge_ocr.http import HttpServer, prometheus
 from edge_ocr.notify import Notifier, watchdog_interval_s
 from edge_ocr.outbox import Outbox
@@ -36,7 +45,8 @@ from edge_ocr.publish.topics import Command, Topics
 from edge_ocr.regions import EvidenceStore, RegionAnalyzer, RegionTracker, regions_from_config
 from edge_ocr.results import message_id, result_message, safe_topic_level
 from edge_ocr.sources.camera import CameraSource, CapturedFrame, settings_from_config
-from edge_ocr.sources.folder import FolderItem, FolderSettings, FolderSource
+from edge_ocr.sources.folder import FinishError, FolderItem, FolderSettings, FolderSource
+from edge_ocr.storage import StorageGuard
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +58,8 @@ def engine_settings(cfg: Config) -> EngineSettings:
     kwargs: dict[str, Any] = {
         "threads": e.threads,
         "use_cls": e.use_cls,
-        "precision": None if e.precision == "auto" else e.precision,
+        "precision": e.precision,
+        "model_set": e.model_set,
         # The service's home may be read-only (ProtectHome=): optimized graphs live with its state.
         "graph_cache": cfg.state_dir / "graphs",
     }
@@ -127,6 +138,26 @@ class _Generation:
         self.workers: list[threading.Thread] = []
         self.publisher: MqttPublisher | StdoutPublisher | None = None
         self.http: HttpServer | None = None
+        # Files whose result is stored but which could not be moved (a full or read-only folder): they
+        # stay in flight and a worker moves them once the folder works again. (item, ok, guard key)
+        self.unfinished: deque[tuple[FolderItem, bool, dict[str, Any] | None, str]] = deque()
+        self.unfinished_lock = threading.Lock()
+
+
+def storage_places(cfg: Config) -> list[tuple[str, str, Path]]:
+    """The folders the daemon writes to, as the storage guard names them."""
+    places: list[tuple[str, str, Path]] = [("state", "state_dir", cfg.state_dir)]
+    for src in cfg.sources:
+        if isinstance(src, FolderConfig):
+            if src.on_success == "move" and src.done_dir is not None:
+                places.append((f"done:{src.name}", f"done_dir of {src.name}", src.done_dir))
+            if src.failed_dir is not None:
+                places.append((f"failed:{src.name}", f"failed_dir of {src.name}", src.failed_dir))
+    return places
+
+
+def _source_keys(src: FolderConfig) -> tuple[str, ...]:
+    return ("state", f"done:{src.name}", f"failed:{src.name}")
 
 
 class Daemon:
@@ -149,6 +180,8 @@ class Daemon:
         self.engine: Engine | None = None
         self._engine_key: EngineSettings | None = None
         self.outbox: Outbox | None = None
+        self.guard: StorageGuard | None = None
+        self._storage_problems: frozenset[tuple[str, str]] = frozenset()
         self.gen: _Generation | None = None
 
     # ------------------------------------------------------------------ building blocks
@@ -162,31 +195,69 @@ class Daemon:
             self._engine_key = key
             log.info("engine: models %s", self.engine.models)
         box = cfg.outbox
-        if self.outbox is None or self.outbox.path != cfg.outbox_path:
-            if self.outbox is not None:
-                self.outbox.close()
-            self.outbox = Outbox(cfg.outbox_path, max_messages=box.max_messages, max_bytes=box.max_bytes)
+        if self.outbox is not None and self.outbox.path != cfg.outbox_path:
+            self.outbox.close()
+            self.outbox = None
+        if self.outbox is None:
+            self._open_outbox(cfg)
         else:
             self.outbox.max_messages, self.outbox.max_bytes = box.max_messages, box.max_bytes
 
-    def _start_generation(self, cfg: Config) -> None:
-        self._open(cfg)
-        gen = _Generation(cfg, threading.Event())
-        self.gen = gen
-        assert self.outbox is not None
-        names = [s.name for s in cfg.sources]
+    def _open_outbox(self, cfg: Config) -> bool:
+        """Open the outbox; on a full, read-only or missing state_dir the daemon runs degraded without
+        it (nothing is taken) and tries again as the storage guard allows."""
+        assert self.guard is not None
+        box = cfg.outbox
+        try:
+            self.outbox = Outbox(cfg.outbox_path, max_messages=box.max_messages, max_bytes=box.max_bytes)
+        except PublishError as exc:
+            if self.guard.failed("state", exc) is None:
+                raise  # not the disk (e.g. an outbox from a newer edge-ocr): the user must act
+            return False
+        self.guard.worked("state")
+        return True
+
+    def _ensure_outbox(self) -> None:
+        """Main thread: open an outbox that could not be opened yet, then hand it to the publisher."""
+        gen = self.gen
+        if self.outbox is not None or gen is None or self.guard is None or not self.guard.usable(["state"]):
+            return
+        if not self._open_outbox(gen.cfg):
+            return
+        log.info("outbox %s opened", gen.cfg.outbox_path)
+        if isinstance(gen.publisher, MqttPublisher):
+            assert self.outbox is not None
+            gen.publisher.attach(self.outbox)
+        elif gen.publisher is None:
+            self._start_publisher(gen)
+
+    def _start_publisher(self, gen: _Generation) -> None:
+        """MQTT starts even without an outbox (it reports the degraded state); stdout needs one."""
+        cfg = gen.cfg
         if cfg.mqtt is not None:
             gen.publisher = MqttPublisher(
                 cfg.mqtt,
                 cfg.device_id,
                 self.outbox,
                 gen.publisher_stop,
-                sources=names,
+                sources=[s.name for s in cfg.sources],
                 on_command=self._on_command,
             )
-        else:
+            gen.publisher.publish_health(self._health_doc())
+        elif self.outbox is not None:
             gen.publisher = StdoutPublisher(self.outbox, gen.publisher_stop)
+        else:
+            return
         gen.publisher.start()
+
+    def _start_generation(self, cfg: Config) -> None:
+        # The guard first: its first check decides whether the first files may be taken at all.
+        self.guard = StorageGuard(storage_places(cfg), cfg.storage)
+        self.guard.check()
+        self._open(cfg)
+        gen = _Generation(cfg, threading.Event())
+        self.gen = gen
+        self._start_publisher(gen)
         for i in range(cfg.engine.workers):
             name = f"ocr-worker-{i}"
             with self._beats_lock:
@@ -200,7 +271,10 @@ class Daemon:
         folders = [s for s in cfg.sources if isinstance(s, FolderConfig)]
         for src in folders:
             gen.sources[src.name] = FolderSource(
-                folder_settings(src), gen.stop, gen.queue, can_accept=self._can_accept
+                folder_settings(src),
+                gen.stop,
+                gen.queue,
+                can_accept=functools.partial(self._can_accept, _source_keys(src)),
             )
         for src in folders:
             source = gen.sources[src.name]
@@ -235,10 +309,13 @@ class Daemon:
 
     # ------------------------------------------------------------------ flow control
 
-    def _can_accept(self) -> bool:
-        if self.paused.is_set():
+    def _can_accept(self, keys: tuple[str, ...] = ("state",)) -> bool:
+        """May a source hand out new work writing to these folders? (pause, storage, a full outbox)"""
+        if self.paused.is_set() or self.outbox is None:
             return False
-        full = self.outbox is not None and self.outbox.is_full()
+        if self.guard is not None and not self.guard.usable(keys):
+            return False
+        full = self.outbox.is_full()
         if full and not self._backpressure_logged:
             log.warning(
                 "outbox full (%d messages): not taking new files until the broker takes some",
@@ -281,6 +358,10 @@ class Daemon:
     def _worker(self, gen: _Generation, name: str) -> None:
         while not gen.stop.is_set():
             self._beat(name, busy=False)
+            if gen.unfinished:
+                self._beat(name, busy=True)
+                self._finish_unfinished(gen)
+                self._beat(name, busy=False)
             try:
                 item = gen.queue.get(timeout=0.5)
             except queue.Empty:
@@ -309,8 +390,10 @@ class Daemon:
         if sha and src_cfg.duplicates != "process":
             earlier = self.outbox.lookup(sha)
             if earlier is not None:
-                if src_cfg.duplicates == "republish":
-                    self.outbox.put(earlier.msg_id, earlier.topic, earlier.payload, force=True)
+                if src_cfg.duplicates == "republish" and not self._store(
+                    source, item, earlier.msg_id, earlier.topic, earlier.payload, force=True
+                ):
+                    return
                 log.info(
                     "%s: duplicate of an earlier file (sha256 %s…): %s",
                     item.relpath,
@@ -319,7 +402,7 @@ class Daemon:
                 )
                 with self.stats._lock:
                     self.stats.skipped += 1
-                source.complete(item.path, True)
+                self._complete(gen, item, True, None)
                 return
 
         ok, result, error = True, None, None
@@ -352,10 +435,13 @@ class Daemon:
         qos = cfg.mqtt.qos if cfg.mqtt else 1
         # Committed before the file moves; force: this file's result was already computed and the
         # bound stops *new* files (back pressure) rather than losing this one.
-        self.outbox.put(msg_id, topic_, payload, qos=qos, sha256=sha if ok and sha else None, force=True)
-        source.complete(item.path, ok, None if ok else error)
+        if not self._store(
+            source, item, msg_id, topic_, payload, qos=qos, sha256=sha if ok and sha else None, force=True
+        ):
+            return
         latency = max(0.0, time.time() - item.mtime) if item.mtime else None
         self.stats.record(ok, latency)
+        self._complete(gen, item, ok, None if ok else error)
         if ok:
             log.info(
                 "%s: %d lines in %.0f ms",
@@ -365,6 +451,51 @@ class Daemon:
             )
         else:
             log.warning("%s: failed: %s", item.relpath, error.get("message") if error else "?")
+
+    def _store(self, source: FolderSource, item: FolderItem, msg_id: str, *args: Any, **kwargs: Any) -> bool:
+        """Put a result in the outbox; False (the file given back to the inbox) when the disk refuses."""
+        assert self.outbox is not None and self.guard is not None
+        try:
+            self.outbox.put(msg_id, *args, **kwargs)
+        except PublishError as exc:
+            if self.guard.failed("state", exc) is None:
+                raise
+            # An expected condition, reported once per episode by the guard: no traceback per file.
+            log.debug("%s: result not stored (%s); it stays in the inbox", item.relpath, exc)
+            source.release(item.path)
+            return False
+        self.guard.worked("state")
+        return True
+
+    def _complete(self, gen: _Generation, item: FolderItem, ok: bool, error: dict[str, Any] | None) -> None:
+        """Move a file whose result is stored; a full or read-only folder keeps it for later."""
+        assert self.guard is not None
+        source = gen.sources[item.source]
+        try:
+            source.complete(item.path, ok, error)
+        except FinishError as exc:
+            key = f"{exc.folder}:{item.source}"
+            if self.guard.failed(key, exc) is None:
+                log.error("%s: %s; it stays in the inbox", item.relpath, exc)
+                source.release(item.path)
+                return
+            log.debug("%s: not moved yet (%s)", item.relpath, exc)
+            with gen.unfinished_lock:
+                gen.unfinished.append((item, ok, error, key))
+            return
+        self.guard.worked(f"{'done' if ok else 'failed'}:{item.source}")
+
+    def _finish_unfinished(self, gen: _Generation) -> None:
+        """Move the files held back by a folder that works again (each tried once per call)."""
+        assert self.guard is not None
+        with gen.unfinished_lock:
+            ready = [u for u in gen.unfinished if self.guard.usable([u[3]])]
+            for u in ready:
+                gen.unfinished.remove(u)
+        for item, ok, error, _ in ready:
+            # At a stop the file simply stays in the inbox: processed again at the next start, same id.
+            if not gen.stop.is_set():
+                self._complete(gen, item, ok, error)
 
     # ------------------------------------------------------------------ cameras (issue 4)
 
@@ -411,7 +542,12 @@ class Daemon:
         )
         for msg in analyzer.messages(frame.image, frame.captured_at, force=frame.forced):
             payload = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
-            self.outbox.put(msg["id"], topic_, payload, qos=cfg.mqtt.qos if cfg.mqtt else 1, force=True)
+            try:
+                self.outbox.put(msg["id"], topic_, payload, qos=cfg.mqtt.qos if cfg.mqtt else 1, force=True)
+            except PublishError as exc:
+                if self.guard is None or self.guard.failed("state", exc) is None:
+                    raise
+                return  # reported by the guard; frames are held until the state folder works again
             log.info(
                 "camera %s: %s = %r%s", name, msg["region"], msg["text"], "" if msg["valid"] else " (invalid)"
             )
@@ -456,9 +592,24 @@ class Daemon:
             return False
         return all(now - s.heartbeat < max(60.0, 3 * s.settings.rescan_s) for s in gen.sources.values())
 
+    def storage(self) -> dict[str, Any]:
+        """The storage guard's view, plus whether the outbox is open."""
+        snap: dict[str, Any] = (
+            self.guard.snapshot()
+            if self.guard is not None
+            else {"ok": True, "condition": None, "reason": None, "folders": []}
+        )
+        if self.outbox is None and snap["ok"]:
+            snap.update(ok=False, condition="outbox_closed", reason="the outbox is not open yet")
+        return snap
+
     def status(self) -> dict[str, Any]:
         gen = self.gen
         out = self.stats.snapshot()
+        storage = self.storage()
+        out["degraded"] = not storage["ok"]
+        out["reason"] = storage["reason"]
+        out["storage"] = storage
         out["queued"] = gen.queue.qsize() if gen else 0
         out["outbox_depth"] = self.outbox.depth() if self.outbox else 0
         out["outbox_full"] = bool(self.outbox and self.outbox.is_full())
@@ -472,8 +623,23 @@ class Daemon:
         return out
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        ok = self.healthy()
-        return ok, {"healthy": ok, "stuck_workers": self._stuck_workers(), **self.status()}
+        """/healthz: 200 only when the pipeline runs *and* is not degraded; the body says why not."""
+        alive = self.healthy()
+        st = self.status()
+        ok = alive and not st["degraded"]
+        if not alive:
+            st["reason"] = st["reason"] or "pipeline unhealthy (stopped or stuck workers)"
+        return ok, {"healthy": ok, "alive": alive, "stuck_workers": self._stuck_workers(), **st}
+
+    def _health_doc(self) -> dict[str, Any]:
+        """The retained MQTT health document (Home Assistant's problem sensor reads `problem`)."""
+        storage = self.storage()
+        return {
+            "problem": not storage["ok"],
+            "condition": storage["condition"],
+            "reason": storage["reason"],
+            "storage": storage["folders"],
+        }
 
     def metrics(self) -> str:
         st = self.status()
@@ -496,6 +662,31 @@ class Daemon:
                     int(bool(broker.get("connected"))),
                 ),
                 "edge_ocr_healthy": ("gauge", "1 while the pipeline is healthy.", int(self.healthy())),
+                "edge_ocr_degraded": (
+                    "gauge",
+                    "1 while a storage problem (low space, read-only or missing folder) holds new files.",
+                    int(st["degraded"]),
+                ),
+                "edge_ocr_storage_free_bytes": (
+                    "gauge",
+                    "Free bytes on the filesystem of each folder the daemon writes to.",
+                    [
+                        ({"folder": f["folder"], "path": f["path"]}, f["free_bytes"])
+                        for f in st["storage"]["folders"]
+                        if f["free_bytes"] is not None
+                    ],
+                ),
+                "edge_ocr_storage_ok": (
+                    "gauge",
+                    "1 while a folder is usable; 0 with its condition (low_space, full, read_only, ...).",
+                    [
+                        (
+                            {"folder": f["folder"], "path": f["path"], "condition": f["condition"]},
+                            int(f["ok"]),
+                        )
+                        for f in st["storage"]["folders"]
+                    ],
+                ),
                 "edge_ocr_uptime_seconds": ("gauge", "Seconds since start.", st["uptime_s"]),
             },
             {"device_id": self.cfg.device_id, "version": __version__},
@@ -505,6 +696,8 @@ class Daemon:
         st = self.status()
         broker = st.get("broker") or {}
         state = "paused" if st["paused"] else ("back pressure" if st["outbox_full"] else "running")
+        if st["degraded"]:
+            state = f"degraded, new files wait: {st['reason']}"
         conn = (
             "connected" if broker.get("connected") else f"broker: {broker.get('last_error') or 'connecting'}"
         )
@@ -554,6 +747,7 @@ class Daemon:
             while not self.stop.wait(tick):
                 if self._reload.is_set():
                     self._do_reload()
+                self._watch_storage()
                 healthy = self.healthy()
                 if ping and healthy:
                     self.notifier.watchdog()
@@ -575,6 +769,33 @@ class Daemon:
                 self.outbox.close()
             log.info("stopped")
         return 0
+
+    def _watch_storage(self) -> None:
+        """Main thread: check the folders when due, open a late outbox, and report any change."""
+        if self.guard is None:
+            return
+        if self.guard.due():
+            self.guard.check()
+        self._ensure_outbox()
+        storage = self.storage()
+        # Compared by what is wrong, not by the text: the free space in the reason changes every check.
+        problems = frozenset((f["folder"], f["condition"]) for f in storage["folders"] if not f["ok"])
+        problems |= {("outbox", "closed")} if self.outbox is None else frozenset()
+        if problems == self._storage_problems:
+            return
+        better = problems < self._storage_problems
+        self._storage_problems = problems
+        gen = self.gen
+        if gen is None:
+            return
+        if isinstance(gen.publisher, MqttPublisher):
+            gen.publisher.publish_health(self._health_doc())
+            if self.cfg.mqtt is not None and self.cfg.mqtt.stats_interval_s > 0:
+                self._last_stats = 0.0  # stats name the change now, not at the next interval
+        if better:
+            # Files given back while degraded wait in the inbox; find them now, not at the next rescan.
+            for source in gen.sources.values():
+                source.request_rescan()
 
     def _maybe_publish_stats(self) -> None:
         gen = self.gen

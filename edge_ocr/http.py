@@ -1,5 +1,6 @@
-"""Optional local HTTP endpoint: `/healthz` (200 only when the pipeline is healthy) and `/metrics`
-(Prometheus text format). Bound to loopback by default; it exposes no control, only state."""
+"""Optional local HTTP endpoint: `/healthz` (200 only when the pipeline is healthy and not degraded,
+else 503 with the reason in the JSON body) and `/metrics` (Prometheus text format). Bound to loopback
+by default; it exposes no control, only state."""
 
 from __future__ import annotations
 
@@ -56,12 +57,24 @@ class HttpServer:
         self._thread.join(5)
 
 
-def prometheus(metrics: dict[str, tuple[str, str, float]], labels: dict[str, str] | None = None) -> str:
-    """Render {name: (type, help, value)} as Prometheus text exposition."""
-    label = ""
-    if labels:
-        label = "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+# One value, or one value per extra label set (e.g. one per folder: [({"folder": "state"}, 1.0)]).
+MetricValue = float | list[tuple[dict[str, str], float]]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus(metrics: dict[str, tuple[str, str, MetricValue]], labels: dict[str, str] | None = None) -> str:
+    """Render {name: (type, help, value)} as Prometheus text exposition; `labels` go on every sample."""
     out = []
     for name, (mtype, help_text, value) in metrics.items():
-        out += [f"# HELP {name} {help_text}", f"# TYPE {name} {mtype}", f"{name}{label} {value}"]
+        out += [f"# HELP {name} {help_text}", f"# TYPE {name} {mtype}"]
+        samples = value if isinstance(value, list) else [({}, value)]
+        for extra, v in samples:
+            merged = {**(labels or {}), **extra}
+            label = ""
+            if merged:
+                label = "{" + ",".join(f'{k}="{_escape(str(x))}"' for k, x in sorted(merged.items())) + "}"
+            out.append(f"{name}{label} {v}")
     return "\n".join(out) + "\n"
