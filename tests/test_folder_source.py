@@ -25,7 +25,14 @@ from typing import Any
 import pytest
 
 from edge_ocr.errors import ConfigError
-from edge_ocr.sources.folder import FolderItem, FolderSettings, FolderSource, fs_type, is_network_fs
+from edge_ocr.sources.folder import (
+    FinishError,
+    FolderItem,
+    FolderSettings,
+    FolderSource,
+    fs_type,
+    is_network_fs,
+)
 
 TIMEOUT = 15.0
 
@@ -284,6 +291,25 @@ def test_failure_moves_to_failed_with_error_json(make_source, dirs) -> None:
     assert doc["original_path"] == str(item.path)
     assert doc["file"] == "bad.1.jpg" and doc["failed_at"]
     assert src.stats()["failed"] == 1 and src.stats()["in_flight"] == 0
+
+
+def test_a_file_that_cannot_be_moved_stays_in_flight_until_completed_again(make_source, dirs) -> None:
+    """done/ gone (an unplugged stick): FinishError names the folder, done/ is not created at the mount
+    point, the file stays in the inbox and is not handed out again; once done/ is back it is moved."""
+    src, col = make_source(complete=False, rescan_s=0.2)
+    write(dirs["inbox"] / "a.jpg")
+    col.wait_names("a.jpg")
+    dirs["done"].rmdir()
+    with pytest.raises(FinishError) as info:
+        src.complete(col.items[0].path, ok=True)
+    assert info.value.folder == "done" and "check free space and write access" in str(info.value)
+    assert not dirs["done"].exists(), "a missing done_dir is not created by a move"
+    assert (dirs["inbox"] / "a.jpg").exists() and src.stats()["in_flight"] == 1
+    time.sleep(0.6)  # a few rescans: an in-flight file is not handed out twice
+    assert col.counts()["a.jpg"] == 1
+    dirs["done"].mkdir()
+    assert src.complete(col.items[0].path, ok=True) == dirs["done"] / "a.jpg"
+    assert src.stats()["in_flight"] == 0 and src.stats()["done"] == 1
 
 
 def test_oversize_is_reported_not_read(make_source, dirs) -> None:
