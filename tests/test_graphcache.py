@@ -42,7 +42,7 @@ def test_second_engine_loads_the_cached_graphs_and_reads_the_same(models_dir, tm
 def test_a_damaged_cached_graph_is_rebuilt_not_loaded(models_dir, tmp_path, page, uncached, caplog):
     cache = tmp_path / "graphs"
     Engine(EngineSettings(models_dir=models_dir, graph_cache=cache))
-    (rec,) = cache.glob("ch_PP-OCRv4_rec_infer*.ort.onnx")
+    (rec,) = cache.glob(f"{resolve(models_dir, 'rec').path.stem}-*.ort.onnx")
     data = bytearray(rec.read_bytes())
     data[len(data) // 2] ^= 0xFF  # a flipped byte deep inside the weights: still parses, reads wrong
     rec.write_bytes(bytes(data))
@@ -64,13 +64,14 @@ def test_a_new_model_build_replaces_its_old_cached_graphs(models_dir, tmp_path):
     cache = tmp_path / "graphs"
     Engine(EngineSettings(models_dir=models_dir, graph_cache=cache))
     # A graph left by an earlier build of the same model (another sha256), as after an upgrade.
-    (rec,) = cache.glob("ch_PP-OCRv4_rec_infer*.ort.onnx")
-    sha16 = resolve(models_dir, "rec").sha256[:16]
+    rec_model = resolve(models_dir, "rec")
+    (rec,) = cache.glob(f"{rec_model.path.stem}-*.ort.onnx")
+    sha16 = rec_model.sha256[:16]
     assert sha16 in rec.name
     stale = rec.with_name(rec.name.replace(sha16, "0" * 16))
     stale.write_bytes(b"old")
     stale.with_suffix("").with_suffix(".json").write_text("{}")
-    for p in cache.glob("ch_PP-OCRv4_rec_infer*.ort.onnx"):
+    for p in cache.glob(f"{rec_model.path.stem}-*.ort.onnx"):
         if p != stale:
             p.unlink()  # force this model's graph to be written again
     Engine(EngineSettings(models_dir=models_dir, graph_cache=cache))
