@@ -3,8 +3,9 @@
 Each run spawns the real command (`edge-ocr ocr --json [--line] IMAGE`) and times it from the spawn
 to the first result line on its stdout. "cold" runs get an empty graph cache (the first start on a
 device, or after an upgrade), "warm" runs reuse the one the previous run left (every later start).
-RapidOCR 1.4.4, when installed, runs the same image in a fresh interpreter for comparison. Medians of
---repeat runs per row, interleaved so that load on the shared machine falls on every row alike.
+RapidOCR 1.4.4 and 3.10, when installed, run the same image in a fresh interpreter for comparison, and
+the ppocrv4-mobile set runs beside the default set. Medians of --repeat runs per row, interleaved so
+that load on the shared machine falls on every row alike.
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ res, _ = engine(img, use_det=sys.argv[2] == "page", use_cls=True, use_rec=True)
 print(len(res or []), flush=True)
 """
 
+_RAPID3 = """
+import sys
+from rapidocr import RapidOCR
+from edge_ocr.decode import read_image
+engine = RapidOCR(params={"EngineConfig.onnxruntime.intra_op_num_threads": 1,
+                          "EngineConfig.onnxruntime.inter_op_num_threads": 1, "Global.log_level": "warning"})
+img = read_image(sys.argv[1])
+res = engine(img, use_det=sys.argv[2] == "page", use_cls=True, use_rec=True)
+print(len(res.txts or []), flush=True)
+"""
+
+
+_BASELINES = (("rapidocr_onnxruntime", "1.4.4", _RAPID), ("rapidocr", "3.10", _RAPID3))
+
 
 def _time_to_first_line(cmd: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
@@ -43,10 +58,10 @@ def _time_to_first_line(cmd: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-def _have_rapidocr() -> bool:
+def _have(module: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("rapidocr_onnxruntime") is not None
+    return importlib.util.find_spec(module) is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,14 +92,26 @@ def main(argv: list[str] | None = None) -> int:
                 rows.setdefault(f"edge-ocr {kind}, warm graph cache", []).append(
                     _time_to_first_line(cmd, env)
                 )
-                if _have_rapidocr():
-                    rapid = [sys.executable, "-c", _RAPID, str(image), kind]
-                    rows.setdefault(f"RapidOCR 1.4.4 {kind}", []).append(_time_to_first_line(rapid, env))
+                v4 = cmd[:-1] + ["--model-set", "ppocrv4-mobile", cmd[-1]]
+                rows.setdefault(f"edge-ocr v4 set {kind}, warm cache", []).append(
+                    _time_to_first_line(v4, env)
+                )
+                for module, version, code in _BASELINES:
+                    if _have(module):
+                        rapid = [sys.executable, "-c", code, str(image), kind]
+                        rows.setdefault(f"RapidOCR {version} {kind}", []).append(
+                            _time_to_first_line(rapid, env)
+                        )
     print(f"process start to first result, 1 thread, median of {args.repeat} (interleaved)")
     print(f"{'':40}{'median s':>10}{'min s':>8}{'max s':>8}")
     for name, times in rows.items():
         print(f"{name:40}{statistics.median(times):>10.2f}{min(times):>8.2f}{max(times):>8.2f}")
     print(f"line: {inputs['line'].name}; page: {inputs['page'].name}")
+    base = rows.get("edge-ocr page, warm graph cache")
+    for name, times in rows.items():
+        if base and name.startswith("RapidOCR") and name.endswith("page"):
+            ratio = statistics.median(times) / statistics.median(base)
+            print(f"whole process per page: edge-ocr (default, warm) {ratio:.2f}x faster than {name[:-5]}")
     return 0
 
 
