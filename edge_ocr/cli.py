@@ -98,11 +98,18 @@ def cmd_ocr(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from edge_ocr import models
 
-    models_dir = Path(args.models) if args.models else models.default_models_dir()
+    where = models.locate_models_dir(Path(args.models) if args.models else None)
+    models_dir = where.path
+    if args.action == "path":
+        print(models_dir)
+        print(f"because: {where.why}", file=sys.stderr)
+        return 0
     if args.action == "verify":
         return _verify(models_dir, args)
     from edge_ocr import modelbuild
 
+    if not args.verbose:
+        _quiet_build_log(models_dir)
     wheels = [Path(w) for w in args.wheel or []]
     if args.action == "build":
         modelbuild.build(models_dir, wheels, sets=tuple(args.model_set) if args.model_set else None)
@@ -110,6 +117,20 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name in args.model_set or [modelbuild.DEFAULT_SET]:
             modelbuild.calibrate(models_dir, Path(args.data), wheels, set_name=name, roles=tuple(args.roles))
     return 0
+
+
+def _quiet_build_log(models_dir: Path) -> None:
+    """A model build shows edge-ocr's own progress and summary lines only; the quantizer's chatter
+    (several hundred "Increased scale..." lines) goes to build.log beside the models (--verbose: all)."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    path = models_dir / "build.log"
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.addFilter(lambda r: r.name.startswith("edge_ocr") or r.levelno >= logging.ERROR)
+    detail = logging.FileHandler(path, mode="w", encoding="utf-8")
+    detail.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(detail)
+    print(f"edge-ocr: the quantizer's details go to {path} (--verbose shows them here)", file=sys.stderr)
 
 
 def _verify(models_dir: Path, args: argparse.Namespace) -> int:
@@ -171,7 +192,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--model-set", help="ppocrv6-small (default) or ppocrv4-mobile")
     p.add_argument("--no-cls", action="store_true", help="skip the 180-degree line classifier")
-    p.add_argument("--models", help="models directory (default: $EDGE_OCR_MODELS or the repo's models/)")
+    p.add_argument("--models", help="models directory (default: `edge-ocr models path`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ocr)
 
     p = sub.add_parser("models", help="build, calibrate or verify the model files")
-    p.add_argument("action", choices=["build", "calibrate", "verify"])
-    p.add_argument("--models", help="models directory (default: $EDGE_OCR_MODELS or the repo's models/)")
+    p.add_argument("action", choices=["build", "calibrate", "verify", "path"])
+    p.add_argument("--models", help="models directory (default: `edge-ocr models path`)")
     p.add_argument(
         "--wheel", action="append", metavar="PATH",
         help="build: use this local source wheel (rapidocr / rapidocr_onnxruntime) instead of pip download",

@@ -26,12 +26,45 @@ SCHEMA = 2
 REBUILD = "run `edge-ocr models build` to rebuild the model files"
 
 
-def default_models_dir() -> Path:
-    """$EDGE_OCR_MODELS, else the repository's models/ beside the package (editable installs)."""
+@dataclass(frozen=True)
+class ModelsLocation:
+    """Where the models folder is, and why there: `edge-ocr models path` prints both."""
+
+    path: Path
+    why: str
+
+
+def _checkout_models() -> Path | None:
+    """The source checkout's models/ when running from one (editable install, PYTHONPATH): never a
+    folder beside site-packages, where a plain install would otherwise look and write."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "models" / "manifest.yaml").is_file():
+        return root / "models"
+    return None
+
+
+def locate_models_dir(explicit: Path | None = None, origin: str = "--models") -> ModelsLocation:
+    """The models folder: `explicit` (--models or engine.models_dir), else $EDGE_OCR_MODELS, else the
+    source checkout's models/, else a data directory: $STATE_DIRECTORY/models under systemd
+    (/var/lib/edge-ocr/models with the unit's StateDirectory=edge-ocr), else
+    $XDG_DATA_HOME/edge-ocr/models (~/.local/share/edge-ocr/models)."""
+    if explicit is not None:
+        return ModelsLocation(Path(explicit), f"given by {origin}")
     env = os.environ.get("EDGE_OCR_MODELS")
     if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "models"
+        return ModelsLocation(Path(env), "from $EDGE_OCR_MODELS")
+    checkout = _checkout_models()
+    if checkout is not None:
+        return ModelsLocation(checkout, "the source checkout's models/ (running from a checkout)")
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return ModelsLocation(Path(state.split(":")[0]) / "models", "the service's $STATE_DIRECTORY")
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return ModelsLocation(Path(data) / "edge-ocr" / "models", "the user's data directory ($XDG_DATA_HOME)")
+
+
+def default_models_dir() -> Path:
+    return locate_models_dir().path
 
 
 @dataclass(frozen=True)
@@ -56,7 +89,11 @@ def load_manifest(models_dir: Path) -> dict:
         with open(path, encoding="utf-8") as fh:
             manifest = yaml.load(fh, Loader=_LOADER)  # noqa: S506 (a safe loader)
     except FileNotFoundError as exc:
-        raise ModelError(f"model manifest {path} not found", remedy=REBUILD) from exc
+        raise ModelError(
+            f"no models in {models_dir} (no manifest.yaml there)",
+            remedy=f"build them with `edge-ocr models build --models {models_dir}` (or without --models "
+            "for the default folder; `edge-ocr models path` tells which folder that is)",
+        ) from exc
     except (OSError, yaml.YAMLError) as exc:
         raise ModelError(f"model manifest {path} cannot be read: {exc}", remedy=REBUILD) from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("sets"), dict):

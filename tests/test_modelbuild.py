@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +35,6 @@ def two_builds(tmp_path_factory) -> tuple[Path, Path]:
     dirs = []
     for name in ("a", "b"):
         d = tmp_path_factory.mktemp(f"build-{name}")
-        shutil.copytree(ROOT / "models" / "calibration", d / "calibration")
         modelbuild.build(d, _wheels())
         dirs.append(d)
     return dirs[0], dirs[1]

@@ -3,8 +3,8 @@
 For every model set (`edge_ocr.modelbuild.sets`): fetch (or take) its wheel, check its sha256, take
 the FP32 ONNX members out of the zip (rapidocr is never imported), rewrite them into leaner graphs
 with the same outputs (`graphfuse`), rebuild the INT8 variants from them and the committed ranges in
-`models/calibration/<set>/<role>.json`, and write the manifest. No eval data is needed, so a fresh
-device gets byte-identical files with one command.
+`edge_ocr/modelbuild/calibration/<set>/<role>.json`, and write the manifest. No eval data is needed,
+so a fresh device gets byte-identical files with one command.
 
 Which precision a role runs is decided in two places. Here, at build: INT8 is offered only if it
 passed the accuracy gate that `calibrate` measured on the very file built here. On the device, at the
@@ -114,12 +114,17 @@ def fp32_graphs(mset: ModelSet, members: dict[str, bytes]) -> dict[str, tuple[by
 # --- build + manifest -------------------------------------------------------------------------------
 
 
-def ranges_file(models_dir: Path, set_name: str, role: str) -> Path:
-    return models_dir / "calibration" / set_name / f"{role}.json"
+# The committed INT8 calibration ranges (and the figures `calibrate` measured) ship inside the package,
+# so a wheel install builds the same INT8 variants as a checkout.
+CALIBRATION = Path(__file__).resolve().parent / "calibration"
 
 
-def _load_calibration(models_dir: Path, set_name: str, role: str) -> dict[str, Any] | None:
-    path = ranges_file(models_dir, set_name, role)
+def ranges_file(set_name: str, role: str) -> Path:
+    return CALIBRATION / set_name / f"{role}.json"
+
+
+def _load_calibration(set_name: str, role: str) -> dict[str, Any] | None:
+    path = ranges_file(set_name, role)
     if not path.is_file():
         return None
     with open(path, encoding="utf-8") as fh:
@@ -142,10 +147,14 @@ def gate(int8_sha: str | None, calib: dict[str, Any] | None) -> tuple[bool, str]
     if ev["int8_sha256"] != int8_sha:
         import onnxruntime
 
+        cause = (
+            f"built with onnxruntime {onnxruntime.__version__}, evaluated with {ev['onnxruntime']}"
+            if ev["onnxruntime"] != onnxruntime.__version__
+            else "its FP32 graph or recipe changed since"
+        )
         return False, (
-            f"the INT8 file built here (onnxruntime {onnxruntime.__version__}) differs from the one "
-            f"evaluated (onnxruntime {ev['onnxruntime']}); FP32 until `edge-ocr models calibrate` "
-            "re-measures it"
+            f"the INT8 file built here differs from the one evaluated ({cause}); not offered until "
+            "`edge-ocr models calibrate` re-measures it"
         )
     f, q, metric = ev["fp32"], ev["int8"], ev["metric"]
     delta = q[metric] - f[metric]
@@ -169,10 +178,14 @@ def _build_set(models_dir: Path, mset: ModelSet, wheels: list[Path] | None) -> d
     out_dir = models_dir / mset.name
     out_dir.mkdir(parents=True, exist_ok=True)
     members = extract(mset, wheels)
-    graphs = fp32_graphs(mset, members)
+    log.info("%s: %s==%s verified (sha256), %d models taken out", mset.name, mset.wheel.package,
+             mset.wheel.version, len(members))  # fmt: skip
     entries: dict[str, Any] = {}
     for role, spec in mset.roles.items():
-        fp32, rewrites = graphs[role]
+        fp32, rewrites = graphfuse.fuse(members[role], spec.probe_shape)
+        done = ", ".join(f"{k} {v}" for k, v in rewrites["rewrites"].items() if v) or "none"
+        log.info("%s %s: FP32 graph rewritten (%s; outputs moved <= %.1g)", mset.name, role, done,
+                 rewrites["max_abs_output_change"])  # fmt: skip
         fp32_file = _file_name(spec.member, "fp32")
         write_atomic(out_dir / fp32_file, fp32)
         common = {"role": role, "input": {"name": _input_name(fp32), "shape": _INPUT_SHAPES[role]}}
@@ -183,9 +196,11 @@ def _build_set(models_dir: Path, mset: ModelSet, wheels: list[Path] | None) -> d
                 "graph_rewrites": rewrites,
             },
         }  # fmt: skip
-        calib = _load_calibration(models_dir, mset.name, role) if spec.recipe is not None else None
+        calib = _load_calibration(mset.name, role) if spec.recipe is not None else None
         int8_sha = None
         if calib is not None and spec.recipe is not None:
+            log.info("%s %s: building INT8 from %d committed tensor ranges", mset.name, role,
+                     len(calib["ranges"]))  # fmt: skip
             out = out_dir / _file_name(spec.member, "int8")
             build_int8(fp32, spec.recipe, calib["ranges"], out)
             int8_sha = _sha256(out.read_bytes())
@@ -193,7 +208,7 @@ def _build_set(models_dir: Path, mset: ModelSet, wheels: list[Path] | None) -> d
                 "file": f"{mset.name}/{out.name}", "sha256": int8_sha, **copy.deepcopy(common),
                 "precision": "int8", "source_member": spec.member,
                 "recipe": {**spec.recipe.as_dict(graphfuse.OPSET),
-                           "calibration_ranges": f"calibration/{mset.name}/{role}.json",
+                           "calibration_ranges": f"edge_ocr/modelbuild/calibration/{mset.name}/{role}.json",
                            "calibration_samples": calib["samples"], "calibrated": calib["date"]},
             }  # fmt: skip
             if calib.get("evaluation"):

@@ -1,5 +1,5 @@
 """`edge-ocr models calibrate`: INT8 ranges from calib/ crops, then FP32 vs INT8 measured on held-back
-data through the real engine; both are committed to `models/calibration/<set>/<role>.json`, and
+data through the real engine; both are committed to `edge_ocr/modelbuild/calibration/<set>/<role>.json`, and
 `build` turns them into the accuracy gate. Needs the eval data; run by maintainers.
 """
 
@@ -48,7 +48,7 @@ def calibrate(
             prepared = prepare(graphs[role][0], recipe, Path(tmp) / "prepared.onnx")
             ranges = compute_ranges(prepared, recipe, tensors)
         log.info("%s %s: %d tensor ranges from %d inputs", set_name, role, len(ranges), len(tensors))
-        _write_json(ranges_file(models_dir, set_name, role), {
+        _write_json(ranges_file(set_name, role), {
             "role": role, "method": recipe.method,
             **({"percentile": recipe.percentile} if recipe.method == "Percentile" else {}),
             "data": f"{recipe.calibration} ({data_dir.name}/calib, {len(tensors)} inputs)",
@@ -58,7 +58,7 @@ def calibrate(
     for role in roles:
         ev = _EVALUATORS[role](models_dir, data_dir, set_name)
         log.info("%s %s evaluation: %s", set_name, role, ev)
-        path = ranges_file(models_dir, set_name, role)
+        path = ranges_file(set_name, role)
         with open(path, encoding="utf-8") as fh:
             calib = json.load(fh)
         calib["evaluation"] = {**ev, "date": today, "onnxruntime": onnxruntime.__version__}

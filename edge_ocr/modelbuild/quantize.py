@@ -3,6 +3,9 @@ calibration inputs those ranges are computed from (calib/ crops only, never scor
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,6 +14,8 @@ from typing import Any
 from edge_ocr.errors import ModelError
 from edge_ocr.modelbuild import graphfuse
 from edge_ocr.modelbuild.sets import Recipe
+
+log = logging.getLogger(__name__)
 
 # The ORT quantizer emits per-channel DequantizeLinear (needs `axis`, opset >= 13); the wheels'
 # models are opset 11/12. The FP32 graphs are rewritten at opset 14 (graphfuse: HardSwish).
@@ -143,9 +148,12 @@ def compute_ranges(prepared: Path, recipe: Recipe, tensors: list[Any]) -> dict[s
             def get_next(self) -> dict[str, Any] | None:
                 return self.feeds.pop() if self.feeds else None
 
-        for x in tensors:  # one tensor per call: the histogram collectors need one shape per call
-            cal.collect_data(One(x))
-        data = cal.compute_data()
+        # The calibrator print()s its progress; it belongs in the build log, not on the terminal.
+        with contextlib.redirect_stdout(io.StringIO()) as chatter:
+            for x in tensors:  # one tensor per call: the histogram collectors need one shape per call
+                cal.collect_data(One(x))
+            data = cal.compute_data()
+        log.debug("calibrator: %s", chatter.getvalue().strip())
     # float32 -> Python float is exact, so the JSON round-trips to the very same ranges.
     return {
         k: [float(np.ravel(v.range_value[0])[0]), float(np.ravel(v.range_value[1])[0])]
