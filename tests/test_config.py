@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import re
+import shlex
+import subprocess
+import sys
 import textwrap
+import typing
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
+from pydantic import BaseModel, ValidationError
 
 from edge_ocr.config import (
     Config,
     ConfigFileError,
     FolderSource,
     default_config,
+    json_schema_text,
     load_config,
     read_secret,
     validate_file,
@@ -106,27 +114,22 @@ def test_documented_example_is_valid_and_documents_every_key() -> None:
     text = EXAMPLE.read_text()
     missing = []
 
-    def walk(cls: type) -> None:
-        for f in dataclasses.fields(cls):
-            if not re.search(rf"^\s*(#\s*)*(- )?{f.name}:", text, re.MULTILINE):
-                missing.append(f"{cls.__name__}.{f.name}")
-            inner = [t for t in _dataclass_types(cls, f.name)]
-            for t in inner:
+    def walk(cls: type[BaseModel]) -> None:
+        for name, field in cls.model_fields.items():
+            if not re.search(rf"^\s*(#\s*)*(- )?{name}:", text, re.MULTILINE):
+                missing.append(f"{cls.__name__}.{name}")
+            for t in _model_types(field.annotation):
                 walk(t)
 
     walk(Config)
     assert not missing, f"keys not documented in {EXAMPLE.name}: {missing}"
 
 
-def _dataclass_types(cls: type, name: str) -> list[type]:
-    import typing
-
-    tp = typing.get_type_hints(cls)[name]
-    out = []
-    for t in (tp, *typing.get_args(tp)):
-        if dataclasses.is_dataclass(t):
-            out.append(t)
-    return out
+def _model_types(tp: object) -> list[type[BaseModel]]:
+    """The section models inside an annotation (X, X | None, tuple[X, ...], Annotated[X | Y, ...])."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    return [m for arg in typing.get_args(tp) for m in _model_types(arg)]
 
 
 def test_unknown_key_names_file_key_line_and_suggests(tmp_path: Path) -> None:
@@ -373,3 +376,76 @@ def test_read_password_through_config(tmp_path: Path) -> None:
     assert cfg.mqtt.read_password() == "s3cret"
     assert cfg.mqtt.port == 8883
     assert "s3cret" not in repr(cfg.redacted())
+
+
+# ------------------------------------------------------------------------------------------ JSON Schema
+
+SCHEMA = REPO / "config" / "edge-ocr.schema.json"
+EXAMPLES = [p for p in (EXAMPLE, REPO / "config" / "container.yaml") if p.exists()]
+
+
+def test_committed_schema_is_the_generated_one() -> None:
+    assert SCHEMA.read_text(encoding="utf-8") == json_schema_text(), (
+        f"{SCHEMA.name} is stale: edge-ocr config schema > config/{SCHEMA.name}"
+    )
+
+
+def test_config_schema_command_prints_json() -> None:
+    py = shlex.quote(sys.executable)
+    pipeline = (
+        f"set -o pipefail; {py} -m edge_ocr config schema | {py} -c 'import json,sys; json.load(sys.stdin)'"
+    )
+    check = subprocess.run(["bash", "-c", pipeline], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_ocr", "config", "schema"], capture_output=True, timeout=60
+    )
+    assert json.loads(out.stdout) == json.loads(SCHEMA.read_text())
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_validate_against_the_schema_and_point_editors_to_it(path: Path) -> None:
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(yaml.safe_load(path.read_text()))
+    assert path.read_text().startswith(f"# yaml-language-server: $schema=./{SCHEMA.name}\n")
+
+
+def test_the_schema_refuses_what_the_loader_refuses() -> None:
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    good = yaml.safe_load(MINIMAL)
+    assert not list(validator.iter_errors(good))
+    for bad in (
+        {**good, "stat_dir": "x"},
+        {**good, "sources": []},
+        {**good, "sources": [{**good["sources"][0], "type": "scanner"}]},
+        {**good, "mqtt": {"url": "mqtt://h", "password": "x"}},
+        {**good, "mqtt": {"url": "mqtt://h", "qos": 0}},
+        {**good, "http": {"port": 70000}},
+    ):
+        assert list(validator.iter_errors(bad)), bad
+
+
+def test_every_field_is_described() -> None:
+    undescribed = []
+
+    def walk(cls: type[BaseModel]) -> None:
+        if not cls.__doc__:
+            undescribed.append(cls.__name__)
+        for name, field in cls.model_fields.items():
+            if not field.description:
+                undescribed.append(f"{cls.__name__}.{name}")
+            for t in _model_types(field.annotation):
+                walk(t)
+
+    walk(Config)
+    assert not undescribed
+
+
+def test_config_objects_are_immutable(tmp_path: Path) -> None:
+    cfg = validate_file(EXAMPLE)
+    with pytest.raises(ValidationError):
+        cfg.engine.threads = 4  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        cfg.sources[0].path = tmp_path  # type: ignore[misc]
+    assert isinstance(cfg.sources, tuple)
