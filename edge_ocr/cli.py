@@ -167,8 +167,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from edge_ocr.config import validate_file
+    from edge_ocr.config import json_schema_text, validate_file
 
+    if args.action == "schema":
+        print(json_schema_text(), end="")
+        return 0
     cfg = validate_file(Path(args.file))
     print(f"{args.file}: ok ({len(cfg.sources)} source(s), device_id {cfg.device_id})")
     if args.show:
@@ -233,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("file", metavar="FILE")
     v.add_argument("--show", action="store_true", help="print the effective config (secrets redacted)")
     v.set_defaults(func=cmd_config)
+    sc = csub.add_parser("schema", help="print the JSON Schema of the configuration (for editors)")
+    sc.set_defaults(func=cmd_config)
 
     p = sub.add_parser("run", help="run the daemon (embedded default without --config)")
     p.add_argument("--config", "-c", metavar="FILE", help="YAML configuration file")
