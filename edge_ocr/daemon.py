@@ -614,6 +614,8 @@ class Daemon:
         out["outbox_depth"] = self.outbox.depth() if self.outbox else 0
         out["outbox_full"] = bool(self.outbox and self.outbox.is_full())
         out["paused"] = self.paused.is_set()
+        # Which model set and precision each role runs on this device, and why (precision: auto).
+        out["model"] = self.engine.models if self.engine is not None else None
         if gen is not None and gen.publisher is not None:
             st = gen.publisher.state
             out["broker"] = {"connected": st.connected, "last_error": st.last_error}

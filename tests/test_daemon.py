@@ -537,6 +537,10 @@ def test_systemd_notifications_healthz_and_metrics(tmp_path, mosquitto, daemons,
 
         status, body = get(f"http://127.0.0.1:{port}/healthz")
         assert status == 200 and json.loads(body)["healthy"] is True
+        # Which set and precision each role runs here, and why (issue 9: precision chosen on the device).
+        model = json.loads(body)["model"]
+        assert model["set"] == "ppocrv6-small"
+        assert all(model[r]["precision"] in ("fp32", "int8") and model[r]["why"] for r in ("det", "rec"))
         drop(root / "inbox", "m.png", tiny_png("metric"))
         assert sub.wait_for(lambda _: result_files(sub) == {"m.png"}, T_FILE), d.tail()
         status, text = get(f"http://127.0.0.1:{port}/metrics")
