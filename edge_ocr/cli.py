@@ -1,4 +1,4 @@
-"""Command line: `edge-ocr ocr|bench|models|config|run`. The only place errors become exit codes."""
+"""Command line: `edge-ocr ocr|bench|models|config|run|serve`. The only place errors become exit codes."""
 
 from __future__ import annotations
 
@@ -187,6 +187,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(Path(args.config) if args.config else None)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from edge_ocr.daemon import run_serve
+    except ImportError as exc:  # the web extra is not installed
+        from edge_ocr.errors import ConfigError
+
+        raise ConfigError(f"edge-ocr serve needs the web extra ({exc.name} is missing)",
+                          remedy="pip install 'edge-ocr[web]'") from exc  # fmt: skip
+    return run_serve(Path(args.config) if args.config else None)
+
+
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (default 1)")
     p.add_argument(
@@ -242,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the daemon (embedded default without --config)")
     p.add_argument("--config", "-c", metavar="FILE", help="YAML configuration file")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="serve POST /api/ocr and the web page alone (no folder, no MQTT)")
+    p.add_argument("--config", "-c", metavar="FILE", help="YAML configuration (its http: and engine:)")
+    p.set_defaults(func=cmd_serve)
 
     try:
         from edge_ocr import bench

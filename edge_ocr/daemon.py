@@ -1,10 +1,12 @@
 """The daemon: sources -> OCR workers -> durable outbox -> publisher, under one stop event.
 
 Threads and their owners: each source owns its watcher thread; the daemon owns the worker threads,
-the publisher and the optional HTTP server; `run()` (the main thread) owns signals, systemd
-notifications and the watchdog. A file's result is committed to the outbox *before* the file leaves
-the inbox, so a crash at any point loses nothing: the file is processed again and its message gets the
-same id. Shutdown joins in reverse start order.
+the publisher and the optional web server (edge_ocr.web: /healthz, /metrics and, with http.api, the
+OCR API and the page, on uvicorn in its own thread). Folder workers, cameras and API requests share one
+engine through one EngineGate, which hands slots out in turn when both kinds wait. `run()` (the main
+thread) owns signals, systemd notifications and the watchdog. A file's result is committed to the
+outbox *before* the file leaves the inbox, so a crash at any point loses nothing: the file is
+processed again and its message gets the same id. Shutdown joins in reverse start order.
 
 A full disk, a read-only or vanished done/failed/state folder *degrades* the daemon; it never stops
 it (see storage.StorageGuard for the rules). While degraded, sources hold new files in the inbox
@@ -35,7 +37,6 @@ from edge_ocr.config import Config, load_config
 from edge_ocr.config import FolderSource as FolderConfig
 from edge_ocr.decode import decode
 from edge_ocr.errors import ConfigError, EdgeOcrError, PublishError
-from edge_ocr.http import HttpServer, prometheus
 from edge_ocr.notify import Notifier, watchdog_interval_s
 from edge_ocr.outbox import Outbox
 from edge_ocr.pipeline import Engine, EngineSettings
@@ -47,6 +48,8 @@ from edge_ocr.results import message_id, result_message, safe_topic_level
 from edge_ocr.sources.camera import CameraSource, CapturedFrame, settings_from_config
 from edge_ocr.sources.folder import FinishError, FolderItem, FolderSettings, FolderSource
 from edge_ocr.storage import StorageGuard
+from edge_ocr.web.fairshare import EngineGate, GatedEngine
+from edge_ocr.web.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +140,10 @@ class _Generation:
         self.cameras: dict[str, CameraSource] = {}  # camera sources (issue 4), apart from the folders
         self.workers: list[threading.Thread] = []
         self.publisher: MqttPublisher | StdoutPublisher | None = None
-        self.http: HttpServer | None = None
+        self.http: Any = None  # edge_ocr.web.server.WebServer, imported only when http is enabled
+        # The engine's share: folder workers and cameras take slots as "work", API requests as "api".
+        self.gate = EngineGate(cfg.engine.workers)
+        self.views: dict[str, Any] = {}  # camera name -> edge_ocr.web.watch.CameraView
         # Files whose result is stored but which could not be moved (a full or read-only folder): they
         # stay in flight and a worker moves them once the folder works again. (item, ok, guard key)
         self.unfinished: deque[tuple[FolderItem, bool, dict[str, Any] | None, str]] = deque()
@@ -183,6 +189,8 @@ class Daemon:
         self.guard: StorageGuard | None = None
         self._storage_problems: frozenset[tuple[str, str]] = frozenset()
         self.gen: _Generation | None = None
+        # The last results of each folder source, for the web page (GET /api/sources).
+        self.recent: dict[str, deque[dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ building blocks
 
@@ -251,6 +259,8 @@ class Daemon:
         gen.publisher.start()
 
     def _start_generation(self, cfg: Config) -> None:
+        # The exposure rule and the token first: a refused http section refuses the start, at once.
+        web = ApiSettings.from_config(cfg) if cfg.http.enabled else None
         # The guard first: its first check decides whether the first files may be taken at all.
         self.guard = StorageGuard(storage_places(cfg), cfg.storage)
         self.guard.check()
@@ -283,9 +293,29 @@ class Daemon:
         for cam_cfg in cfg.sources:
             if isinstance(cam_cfg, CameraConfig):
                 self._start_camera(gen, cam_cfg)
-        if cfg.http.enabled:
-            gen.http = HttpServer(cfg.http.host, cfg.http.port, self.health, self.metrics)
+        if web is not None:
+            gen.http = self._web_server(gen, web)
             gen.http.start()
+
+    def _web_server(self, gen: _Generation, settings: ApiSettings) -> Any:
+        try:
+            from edge_ocr.web.context import WebContext
+            from edge_ocr.web.server import WebServer
+        except ImportError as exc:
+            raise ConfigError(
+                f"http.enabled needs the web extra ({exc.name} is missing)",
+                remedy="pip install 'edge-ocr[web]', or set http.enabled: false",
+            ) from exc
+        ctx = WebContext(
+            settings=settings,
+            gate=gen.gate,
+            engine=lambda: None if self.stop.is_set() or gen.stop.is_set() else self.engine,
+            health=self.health,
+            status=self.status,
+            cameras=lambda: dict(gen.views),
+            recent=lambda: {k: list(v)[::-1] for k, v in self.recent.items()},
+        )
+        return WebServer(ctx)
 
     def _stop_generation(self, gen: _Generation) -> None:
         """Reverse start order: HTTP, sources, workers (finish the file in hand), publisher."""
@@ -411,7 +441,7 @@ class Daemon:
         else:
             try:
                 image = decode(item.data or b"", max_pixels=cfg.engine.max_pixels)
-                result = self.engine.run(image)
+                result = GatedEngine(self.engine, gen.gate).run(image)
             except EdgeOcrError as exc:
                 ok = False
                 error = {"type": type(exc).__name__, "message": str(exc)}
@@ -441,6 +471,12 @@ class Daemon:
             return
         latency = max(0.0, time.time() - item.mtime) if item.mtime else None
         self.stats.record(ok, latency)
+        self.recent.setdefault(item.source, deque(maxlen=10)).append({
+            "file": item.relpath, "ok": ok, "processed_at": msg["processed_at"],
+            "text": (result.text[:500] if result else None), "lines": len(result.lines) if result else 0,
+            "error": None if ok else (error or {}).get("message"),
+            "ms": round(result.timings_ms.get("total", 0)) if result else None,
+        })  # fmt: skip
         self._complete(gen, item, ok, None if ok else error)
         if ok:
             log.info(
@@ -503,7 +539,7 @@ class Daemon:
         """A camera with its own analysis thread: frames -> regions -> one message per published value."""
         assert self.engine is not None
         tracker = RegionTracker(
-            self.engine,
+            GatedEngine(self.engine, gen.gate),
             regions_from_config(src.regions),
             change_threshold=src.change_threshold,
             debounce_frames=src.debounce_frames,
@@ -529,6 +565,10 @@ class Daemon:
             can_accept=self._can_accept,
         )
         gen.cameras[src.name] = camera
+        if gen.cfg.http.enabled:
+            from edge_ocr.web.watch import CameraView
+
+            gen.views[src.name] = CameraView(src.name, tracker.regions)
         camera.start()
 
     def _camera_frame(
@@ -540,7 +580,11 @@ class Daemon:
         topic_ = Topics(cfg.mqtt.topic_prefix if cfg.mqtt else "edge-ocr", cfg.device_id).result(
             safe_topic_level(name)
         )
-        for msg in analyzer.messages(frame.image, frame.captured_at, force=frame.forced):
+        messages = analyzer.messages(frame.image, frame.captured_at, force=frame.forced)
+        view = gen.views.get(name)
+        if view is not None:
+            view.update(frame.image, frame.captured_at, analyzer.tracker.last_readings(), messages)
+        for msg in messages:
             payload = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
             try:
                 self.outbox.put(msg["id"], topic_, payload, qos=cfg.mqtt.qos if cfg.mqtt else 1, force=True)
@@ -643,57 +687,6 @@ class Daemon:
             "storage": storage["folders"],
         }
 
-    def metrics(self) -> str:
-        st = self.status()
-        broker = st.get("broker") or {}
-        return prometheus(
-            {
-                "edge_ocr_files_processed_total": ("counter", "Files read successfully.", st["processed"]),
-                "edge_ocr_files_failed_total": ("counter", "Files moved to failed/.", st["failed"]),
-                "edge_ocr_files_skipped_total": ("counter", "Duplicate files skipped.", st["skipped"]),
-                "edge_ocr_queue_depth": ("gauge", "Files waiting for a worker.", st["queued"]),
-                "edge_ocr_outbox_depth": ("gauge", "Messages waiting for the broker.", st["outbox_depth"]),
-                "edge_ocr_outbox_full": (
-                    "gauge",
-                    "1 while back pressure holds new files.",
-                    int(st["outbox_full"]),
-                ),
-                "edge_ocr_broker_connected": (
-                    "gauge",
-                    "1 while the broker accepts us.",
-                    int(bool(broker.get("connected"))),
-                ),
-                "edge_ocr_healthy": ("gauge", "1 while the pipeline is healthy.", int(self.healthy())),
-                "edge_ocr_degraded": (
-                    "gauge",
-                    "1 while a storage problem (low space, read-only or missing folder) holds new files.",
-                    int(st["degraded"]),
-                ),
-                "edge_ocr_storage_free_bytes": (
-                    "gauge",
-                    "Free bytes on the filesystem of each folder the daemon writes to.",
-                    [
-                        ({"folder": f["folder"], "path": f["path"]}, f["free_bytes"])
-                        for f in st["storage"]["folders"]
-                        if f["free_bytes"] is not None
-                    ],
-                ),
-                "edge_ocr_storage_ok": (
-                    "gauge",
-                    "1 while a folder is usable; 0 with its condition (low_space, full, read_only, ...).",
-                    [
-                        (
-                            {"folder": f["folder"], "path": f["path"], "condition": f["condition"]},
-                            int(f["ok"]),
-                        )
-                        for f in st["storage"]["folders"]
-                    ],
-                ),
-                "edge_ocr_uptime_seconds": ("gauge", "Seconds since start.", st["uptime_s"]),
-            },
-            {"device_id": self.cfg.device_id, "version": __version__},
-        )
-
     def _status_line(self) -> str:
         st = self.status()
         broker = st.get("broker") or {}
@@ -723,6 +716,8 @@ class Daemon:
             return
         try:
             new = load_config(self.config_path)
+            if new.http.enabled:
+                ApiSettings.from_config(new)  # a token that cannot be read refuses the reload, not the daemon
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
@@ -818,3 +813,69 @@ def run_daemon(config_path: Path | None) -> int:
     signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     return daemon.run()
+
+
+class ApiOnly:
+    """`edge-ocr serve`: the engine, the API and the page; no sources, no outbox, no broker."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.stop = threading.Event()
+        self.engine: Engine | None = None
+        self.error: str | None = None
+        self.started = time.monotonic()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "mode": "serve",
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "model": self.engine.models if self.engine is not None else None,
+            "sources": {},
+        }
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        ok = self.engine is not None and not self.stop.is_set()
+        reason = None if ok else (self.error or ("stopping" if self.stop.is_set() else "loading models"))
+        return ok, {"healthy": ok, "alive": ok, "degraded": False, "reason": reason, **self.status()}
+
+
+def run_serve(config_path: Path | None) -> int:
+    """`edge-ocr serve`: listen at once (503 while the models load), then answer until SIGTERM/SIGINT."""
+    import dataclasses
+
+    from edge_ocr.web.context import WebContext
+    from edge_ocr.web.server import WebServer
+
+    cfg = load_config(config_path)
+    logging.getLogger().setLevel(cfg.logging.level)
+    settings = dataclasses.replace(ApiSettings.from_config(cfg), api=True)
+    svc = ApiOnly(cfg)
+    notifier = Notifier()
+    ctx = WebContext(
+        settings=settings,
+        gate=EngineGate(max(1, settings.workers)),
+        engine=lambda: None if svc.stop.is_set() else svc.engine,
+        health=svc.health,
+        status=svc.status,
+    )
+    server = WebServer(ctx)
+    signal.signal(signal.SIGTERM, lambda *_: svc.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: svc.stop.set())
+    server.start()
+    try:
+        notifier.status("loading models")
+        svc.engine = Engine(engine_settings(cfg))
+        log.info("engine: models %s", svc.engine.models)
+        notifier.ready("serving the API")
+        log.info("ready")
+        ping = watchdog_interval_s()
+        while not svc.stop.wait(min(1.0, ping) if ping else 1.0):
+            if ping:
+                notifier.watchdog()
+    finally:
+        notifier.stopping()
+        svc.stop.set()
+        server.stop()
+        log.info("stopped")
+    return 0

@@ -475,7 +475,7 @@ def test_outbox_full_holds_files_in_the_inbox_until_the_broker_returns(
     assert names_in(inbox) == held
     assert names_in(root / "failed" / "inbox") == set()
     assert "edge_ocr_outbox_full{" in get(f"http://127.0.0.1:{port}/metrics")[1]
-    assert any(line.startswith("edge_ocr_outbox_full{") and line.endswith(" 1")
+    assert any(line.startswith("edge_ocr_outbox_full{") and float(line.split()[-1]) == 1
                for line in get(f"http://127.0.0.1:{port}/metrics")[1].splitlines())  # fmt: skip
 
     mosquitto.restart()
@@ -546,7 +546,7 @@ def test_systemd_notifications_healthz_and_metrics(tmp_path, mosquitto, daemons,
         status, text = get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         processed = [ln for ln in text.splitlines() if ln.startswith("edge_ocr_files_processed_total{")]
-        assert processed and processed[0].endswith(" 1"), text
+        assert processed and float(processed[0].split()[-1]) == 1, text
         # STATUS= follows what the daemon does.
         assert wait_until(lambda: any(k == "STATUS" and "processed 1" in v for k, v in notify.fields()), 15)
 

@@ -1,0 +1,94 @@
+"""/metrics with prometheus_client: the daemon's status read at each scrape, and the API's own counters.
+
+Each app has its own registry (no process-wide state: tests and reloads build several). The names are
+those the hand-written exposition had; every sample carries `device_id` and `version`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edge_ocr import __version__
+
+
+class StatusCollector(Collector):
+    """Turns `status()` (the daemon's or serve's) into metric families at scrape time."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]], healthy: Callable[[], bool], device_id: str):
+        self._status = status
+        self._healthy = healthy
+        self._labels = {"device_id": device_id, "version": __version__}
+
+    def _family(self, kind: str, name: str, doc: str, samples: list[tuple[dict[str, str], float]]) -> Metric:
+        extra = sorted({k for labels, _ in samples for k in labels})
+        names = [*self._labels, *extra]
+        fam = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, doc, labels=names)
+        for labels, value in samples:
+            fam.add_metric([*self._labels.values(), *(labels.get(k, "") for k in extra)], value)
+        return fam
+
+    def collect(self) -> Iterator[Metric]:
+        st = self._status()
+        broker = st.get("broker") or {}
+        storage = (st.get("storage") or {}).get("folders") or []
+        one = [
+            ("counter", "edge_ocr_files_processed_total", "Files read successfully.", st.get("processed")),
+            ("counter", "edge_ocr_files_failed_total", "Files moved to failed/.", st.get("failed")),
+            ("counter", "edge_ocr_files_skipped_total", "Duplicate files skipped.", st.get("skipped")),
+            ("gauge", "edge_ocr_queue_depth", "Files waiting for a worker.", st.get("queued")),
+            ("gauge", "edge_ocr_outbox_depth", "Messages waiting for the broker.", st.get("outbox_depth")),
+            ("gauge", "edge_ocr_outbox_full", "1 while back pressure holds new files.",
+             st.get("outbox_full")),
+            ("gauge", "edge_ocr_broker_connected", "1 while the broker accepts us.", broker.get("connected")),
+            ("gauge", "edge_ocr_healthy", "1 while the pipeline is healthy.", self._healthy()),
+            ("gauge", "edge_ocr_degraded",
+             "1 while a storage problem (low space, read-only or missing folder) holds new files.",
+             st.get("degraded")),
+            ("gauge", "edge_ocr_uptime_seconds", "Seconds since start.", st.get("uptime_s")),
+        ]  # fmt: skip
+        for kind, name, doc, value in one:
+            if value is not None or name in ("edge_ocr_broker_connected",):
+                yield self._family(kind, name, doc, [({}, float(value or 0))])
+        yield self._family(
+            "gauge", "edge_ocr_storage_free_bytes",
+            "Free bytes on the filesystem of each folder the daemon writes to.",
+            [({"folder": f["folder"], "path": f["path"]}, f["free_bytes"]) for f in storage
+             if f["free_bytes"] is not None],
+        )  # fmt: skip
+        yield self._family(
+            "gauge", "edge_ocr_storage_ok",
+            "1 while a folder is usable; 0 with its condition (low_space, full, read_only, ...).",
+            [({"folder": f["folder"], "path": f["path"], "condition": f["condition"] or ""}, int(f["ok"]))
+             for f in storage],
+        )  # fmt: skip
+
+
+class ApiMetrics:
+    """The API's counters, in the app's registry."""
+
+    def __init__(self, registry: CollectorRegistry, device_id: str, pending: Callable[[], float]) -> None:
+        labels = {"device_id": device_id, "version": __version__}
+        self.requests = Counter(
+            "edge_ocr_api_requests", "POST /api/ocr answers by status code.", ["code", *labels],
+            registry=registry,
+        )
+        self._labels = labels
+        self.latency = Histogram(
+            "edge_ocr_api_request_seconds", "POST /api/ocr time from arrival to answer (200 only).",
+            list(labels), registry=registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, float("inf")),
+        ).labels(**labels)
+        self.cache_hits = Counter(
+            "edge_ocr_api_cache_hits", "POST /api/ocr answered from the result cache.", list(labels),
+            registry=registry,
+        ).labels(**labels)
+        Gauge("edge_ocr_api_pending", "API requests decoding, waiting for the engine or running.",
+              list(labels), registry=registry).labels(**labels).set_function(pending)  # fmt: skip
+
+    def answered(self, code: int) -> None:
+        self.requests.labels(code=str(code), **self._labels).inc()

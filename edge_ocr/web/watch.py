@@ -1,0 +1,141 @@
+"""Watch the device: each camera's latest analysed frame with its regions, the folder sources, status.
+
+`CameraView` is filled by the daemon on a camera's analysis thread and read by the routes; it keeps
+one frame (a reference, not a copy: frames are never changed after capture) and encodes it to JPEG
+only when asked, at most once per frame.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from edge_ocr import __version__
+from edge_ocr.results import iso
+from edge_ocr.web.errors import ApiError
+
+
+class CameraView:
+    def __init__(self, name: str, regions: Any) -> None:
+        self.name = name
+        self.regions = tuple(regions)  # edge_ocr.regions.Region
+        self._lock = threading.Lock()
+        self._image: np.ndarray | None = None
+        self._seq = 0
+        self._jpeg: tuple[int, bytes] | None = None
+        self._captured_at: float | None = None
+        self._readings: dict[str, Any] = {}
+        self._values: dict[str, dict[str, Any]] = {}
+
+    def update(self, image: np.ndarray, captured_at: float, readings: dict[str, Any],
+               messages: list[dict[str, Any]]) -> None:  # fmt: skip
+        with self._lock:
+            self._image, self._captured_at = image, captured_at
+            self._seq += 1
+            self._readings = dict(readings)
+            for m in messages:
+                keep = ("text", "valid", "confidence", "captured_at")
+                self._values[m["region"]] = {k: m.get(k) for k in keep}
+
+    def jpeg(self) -> bytes | None:
+        with self._lock:
+            image, seq, cached = self._image, self._seq, self._jpeg
+        if image is None:
+            return None
+        if cached is not None and cached[0] == seq:
+            return cached[1]
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if not ok:
+            return None
+        data = buf.tobytes()
+        with self._lock:
+            self._jpeg = (seq, data)
+        return data
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            image, captured_at, seq = self._image, self._captured_at, self._seq
+            readings, values = self._readings, self._values
+        h, w = image.shape[:2] if image is not None else (0, 0)
+        regions = []
+        for r in self.regions:
+            reading = readings.get(r.name)
+            text = reading.text if reading is not None else None
+            regions.append({
+                "name": r.name,
+                "mode": r.mode,
+                "quad": [[round(x, 1), round(y, 1)] for x, y in r.quad(w, h)] if w else None,
+                "text": text,
+                "confidence": round(reading.confidence, 4) if reading is not None else None,
+                "valid": r.is_valid(text) if text is not None else None,
+                "published": values.get(r.name),
+            })  # fmt: skip
+        return {
+            "name": self.name,
+            "frame": seq,
+            "width": w,
+            "height": h,
+            "captured_at": iso(captured_at) if captured_at is not None else None,
+            "regions": regions,
+        }
+
+
+def router() -> APIRouter:
+    r = APIRouter(tags=["watch"])
+
+    @r.get("/api/status", summary="Version, model set and precision per role, outbox, broker, uptime")
+    def status(request: Request) -> dict[str, Any]:
+        ctx = request.app.state.ctx
+        st = dict(ctx.status())
+        st.setdefault("version", __version__)
+        st["api"] = request.app.state.ocr.snapshot()
+        st["time"] = time.time()
+        return st
+
+    @r.get("/api/sources", summary="Folder sources: counts and the last results; camera sources: status")
+    def sources(request: Request) -> dict[str, Any]:
+        ctx = request.app.state.ctx
+        st = ctx.status().get("sources") or {}
+        recent = ctx.recent()
+        cams = ctx.cameras()
+        out: dict[str, Any] = {}
+        for name, s in st.items():
+            item = dict(s)
+            if name in cams:
+                item["type"] = "camera"
+                item["view"] = cams[name].status()
+            else:
+                item.setdefault("type", "folder")
+                item["recent"] = recent.get(name, [])
+            out[name] = item
+        return {"sources": out}
+
+    @r.get("/api/cameras/{name}", summary="A camera's latest analysed frame: regions, values, validity")
+    def camera(name: str, request: Request) -> dict[str, Any]:
+        view = request.app.state.ctx.cameras().get(name)
+        if view is None:
+            raise ApiError(404, "not_found", f"no camera source {name!r}")
+        return view.status()  # type: ignore[no-any-return]
+
+    @r.get(
+        "/api/cameras/{name}/frame.jpg",
+        summary="The latest analysed frame of a camera (JPEG)",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    def frame(name: str, request: Request) -> Response:
+        view = request.app.state.ctx.cameras().get(name)
+        if view is None:
+            raise ApiError(404, "not_found", f"no camera source {name!r}")
+        data = view.jpeg()
+        if data is None:
+            raise ApiError(404, "no_frame", f"camera {name!r} has not analysed a frame yet")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    return r
