@@ -525,11 +525,57 @@ class EngineConfig(Section):
 
 
 class HttpConfig(Section):
-    """Local HTTP endpoints /healthz and /metrics."""
+    """The HTTP server: /healthz and /metrics; with `api`, POST /api/ocr, the watch API and the web page."""
 
     enabled: StrictBool = Field(False, description="Serve /healthz and /metrics.")
-    host: StrictStr = Field("127.0.0.1", description="Listen address; keep it on loopback.")
+    host: StrictStr = Field(
+        "127.0.0.1", description="Listen address; any other than loopback needs a token (token_*)."
+    )
     port: StrictInt = Field(9464, ge=1, le=65535, description="Listen port.")
+    api: StrictBool = Field(
+        False,
+        description="Also serve POST /api/ocr, the watch API and the web page at / (edge-ocr serve: always).",
+    )
+    token_file: ConfigPath | None = Field(
+        None, description="File holding the bearer token clients send (Authorization: Bearer ...)."
+    )
+    token_env: StrictStr | None = Field(None, description="Environment variable holding the bearer token.")
+    token_credential: StrictStr | None = Field(
+        None, description="systemd credential ($CREDENTIALS_DIRECTORY/<name>) holding the bearer token."
+    )
+    cors_origins: tuple[StrictStr, ...] = Field(
+        (), description="Origins allowed to call the API from a browser (CORS); empty: none."
+    )
+    tls_cert: ConfigPath | None = Field(None, description="TLS certificate (PEM); with tls_key: HTTPS.")
+    tls_key: ConfigPath | None = Field(None, description="TLS private key (PEM, unencrypted).")
+    max_body_mb: StrictFloat = Field(
+        20.0, gt=0, le=1024, description="Largest request body; larger: 413, refused before it is read."
+    )
+    max_pixels: StrictInt | None = Field(
+        None, ge=1, description="Largest image the API decodes; default: engine.max_pixels."
+    )
+    queue_size: StrictInt = Field(
+        4, ge=0, le=1000, description="API requests waiting beyond those running; more: 429 with Retry-After."
+    )
+    api_workers: StrictInt = Field(
+        1, ge=1, le=64,
+        description="API requests decoded and read at once (each takes its turn at the engine).",
+    )
+    deadline_s: StrictFloat = Field(
+        30.0, gt=0, le=3600, description="Seconds from a request's arrival to its answer; past it: 504."
+    )
+    cache_entries: StrictInt = Field(
+        128, ge=0, description="Results kept by content hash and options (LRU); 0: no cache."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> HttpConfig:
+        rules = Rules()
+        _one_secret(rules, self, ("token_file", "token_env", "token_credential"), None)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            rules.add("tls_key" if self.tls_key is None else "tls_cert", "tls_cert and tls_key go together")
+        rules.raise_any()
+        return self
 
 
 class LoggingConfig(Section):
