@@ -1,0 +1,161 @@
+"""`python -m edge_ocr.bench_api` (`edge-ocr bench --api`): the HTTP path's cost against the engine.
+
+For lines and pages, at concurrency 1 and 4: requests/s and p50/p95 latency of
+- direct: decode + `Engine.run` (`run_line` for lines) on N threads of this process;
+- api: `POST /api/ocr` (raw body, keep-alive) to `edge-ocr serve` in its own process with api_workers
+  = the concurrency, the result cache off, the same engine settings (threads 1 per session).
+The overhead is the api's throughput loss against direct. A tool, not runtime: it starts a server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _measure(items: list[bytes], call: Callable[[bytes], None], concurrency: int) -> dict[str, float]:
+    lat: list[float] = []
+    lock = threading.Lock()
+
+    def one(data: bytes) -> None:
+        t = time.perf_counter()
+        call(data)
+        with lock:
+            lat.append(time.perf_counter() - t)
+
+    call(items[0])  # warm-up (sessions, connections)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, items))
+    wall = time.perf_counter() - t0
+    lat.sort()
+    return {
+        "rps": len(items) / wall,
+        "p50_ms": statistics.median(lat) * 1000,
+        "p95_ms": lat[min(len(lat) - 1, int(0.95 * len(lat)))] * 1000,
+    }
+
+
+class _Poster:
+    """POST /api/ocr with one keep-alive connection per client thread."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/api/ocr"
+        self.local = threading.local()
+
+    def __call__(self, data: bytes, line: bool) -> None:
+        import httpx
+
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = httpx.Client(timeout=600)
+        r = client.post(self.url, content=data, params={"line": "true"} if line else None,
+                        headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        r.raise_for_status()
+
+
+def _serve(cfg_dir: Path, models: Path | None, workers: int, port: int) -> subprocess.Popen[bytes]:
+    cfg: dict[str, Any] = {
+        "state_dir": str(cfg_dir / "state"),
+        "sources": [{"name": "unused", "type": "folder", "path": str(cfg_dir / "inbox")}],
+        "engine": {"threads": 1, **({"models_dir": str(models)} if models else {})},
+        "http": {"port": port, "api_workers": workers, "queue_size": 256, "cache_entries": 0,
+                 "deadline_s": 600.0, "max_body_mb": 64.0},  # fmt: skip
+        "logging": {"level": "WARNING"},
+    }
+    path = cfg_dir / f"serve-{workers}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "edge_ocr", "serve", "--config", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("edge-ocr serve exited at start")
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("edge-ocr serve did not become ready")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="edge-ocr bench --api", description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=os.environ.get("EDGE_OCR_EVAL", "../shared/eval"), type=Path)
+    p.add_argument("--pages", type=int, default=8, help="page images per run (from pages/)")
+    p.add_argument("--lines", type=int, default=80, help="line crops per run (from lines_en/img)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--models", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    from edge_ocr.decode import decode
+    from edge_ocr.pipeline import Engine, EngineSettings
+
+    pages = sorted((args.data / "pages").glob("*.jpg"))
+    lines = sorted((args.data / "lines_en" / "img").glob("*.png"))[: args.lines]
+    kinds = {
+        "lines": [f.read_bytes() for f in lines],
+        "pages": [pages[i % len(pages)].read_bytes() for i in range(args.pages)],
+    }
+    settings = EngineSettings(threads=1, **({"models_dir": args.models} if args.models else {}))
+    engine = Engine(settings)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edge-ocr-bench-api-") as tmp:
+        for c in args.concurrency:
+            port = _free_port()
+            proc = _serve(Path(tmp), args.models, c, port)
+            try:
+                post = _Poster(port)
+
+                for kind, items in kinds.items():
+                    line = kind == "lines"
+
+                    def direct(data: bytes, line: bool = line) -> None:
+                        image = decode(data)
+                        engine.run_line(image) if line else engine.run(image)
+
+                    d = _measure(items, direct, c)
+                    a = _measure(items, lambda data, line=line: post(data, line), c)  # noqa: B023
+                    rows.append((kind, c, d, a))
+                    loss = 100 * (1 - a["rps"] / d["rps"])
+                    print(f"{kind:5s} c={c}: direct {d['rps']:6.2f}/s p50 {d['p50_ms']:7.0f} "
+                          f"p95 {d['p95_ms']:7.0f} ms | api {a['rps']:6.2f}/s p50 {a['p50_ms']:7.0f} "
+                          f"p95 {a['p95_ms']:7.0f} ms | overhead {loss:+5.1f}%", flush=True)  # fmt: skip
+            finally:
+                proc.terminate()
+                proc.wait(30)
+    print()
+    print("| kind | concurrency | direct req/s | direct p50/p95 ms | API req/s | API p50/p95 ms | overhead |")
+    print("|---|---|---|---|---|---|---|")
+    for kind, c, d, a in rows:
+        print(f"| {kind} | {c} | {d['rps']:.2f} | {d['p50_ms']:.0f} / {d['p95_ms']:.0f} | {a['rps']:.2f} | "
+              f"{a['p50_ms']:.0f} / {a['p95_ms']:.0f} | {100 * (1 - a['rps'] / d['rps']):+.1f}% |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
