@@ -33,7 +33,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _measure(items: list[bytes], call: Callable[[bytes], None], concurrency: int) -> dict[str, float]:
+def _measure(
+    items: list[bytes], call: Callable[[bytes], None], concurrency: int, warm: int = 1
+) -> dict[str, float]:
     lat: list[float] = []
     lock = threading.Lock()
 
@@ -43,7 +45,10 @@ def _measure(items: list[bytes], call: Callable[[bytes], None], concurrency: int
         with lock:
             lat.append(time.perf_counter() - t)
 
-    call(items[0])  # warm-up (sessions, connections)
+    # Warm-up: connections, and onnxruntime's first run at each input shape (the recognizer's widths
+    # vary by line; a first run at a new shape costs several times a later one, on either side).
+    for data in items[:warm]:
+        call(data)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, items))
@@ -138,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                         image = decode(data)
                         engine.run_line(image) if line else engine.run(image)
 
-                    d = _measure(items, direct, c)
-                    a = _measure(items, lambda data, line=line: post(data, line), c)  # noqa: B023
+                    warm = len(items) if line else 1
+                    d = _measure(items, direct, c, warm)
+                    a = _measure(items, lambda data, line=line: post(data, line), c, warm)  # noqa: B023
                     rows.append((kind, c, d, a))
                     loss = 100 * (1 - a["rps"] / d["rps"])
                     print(f"{kind:5s} c={c}: direct {d['rps']:6.2f}/s p50 {d['p50_ms']:7.0f} "

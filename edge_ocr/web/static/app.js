@@ -251,7 +251,7 @@ async function refreshWatch() {
       }
       card.replaceChildren(title, info, frame, regionTable(v));
     } else {
-      const counts = element("p", "muted", ["processed", "failed", "skipped", "in_flight", "queued", "seen"]
+      const counts = element("p", "muted", ["done", "failed", "in_flight", "pending", "mode"]
         .filter((k) => k in s).map((k) => k + " " + s[k]).join(", "));
       const list = element("table", "kv");
       for (const r of s.recent || []) {
