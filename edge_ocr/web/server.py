@@ -7,6 +7,7 @@ error at start (not a log line from a thread), and port 0 gives the port actuall
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from typing import Any
@@ -60,6 +61,10 @@ class WebServer:
             raise ConfigError(f"http: cannot listen on {s.host}:{s.port}: {exc}",
                               remedy="choose another http.port or stop what uses it") from exc  # fmt: skip
         self.port = sock.getsockname()[1]
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Accepted connections inherit it: a JSON answer goes out in two writes (head, body), and
+            # with Nagle the second waits for the client's delayed ACK, ~40 ms per keep-alive request.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="http",
                                         daemon=True)  # fmt: skip
         self._thread.start()
