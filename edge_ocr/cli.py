@@ -156,12 +156,16 @@ def _verify(models_dir: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.api:
+        from edge_ocr.bench import api as bench_api
+
+        return bench_api.main(["--data", str(args.data)] + (["--models", args.models] if args.models else []))
     if args.daemon:
-        from edge_ocr import bench_daemon
+        from edge_ocr.bench import daemon as bench_daemon
 
         argv = ["--data", str(args.data), "--kind", args.daemon_kind, "-n", str(args.daemon_n)]
         return bench_daemon.main(argv)
-    from edge_ocr import bench
+    from edge_ocr.bench import ocr as bench
 
     return bench.run(args)
 
@@ -259,12 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     try:
-        from edge_ocr import bench
+        from edge_ocr.bench import ocr as bench
 
         p = sub.add_parser("bench", help="accuracy and speed on the eval data")
         bench.add_arguments(p)
         p.add_argument(
             "--daemon", action="store_true", help="files/s through the daemon vs the engine alone, latency"
+        )
+        p.add_argument(
+            "--api", action="store_true", help="requests/s, p50/p95 of POST /api/ocr vs the engine alone"
         )
         p.add_argument("--daemon-kind", choices=["pages", "lines"], default="pages")
         p.add_argument("--daemon-n", type=int, default=12, help="files in the daemon throughput burst")

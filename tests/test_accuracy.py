@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_ocr import scoring
-from edge_ocr.bench import load_lines, load_pages
+from edge_ocr.bench import scoring
+from edge_ocr.bench.ocr import load_lines, load_pages
 from edge_ocr.decode import read_image
 from edge_ocr.pipeline import Engine, EngineSettings
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from mqtt_broker import Subscriber, free_port, wait_until
 
-from edge_ocr.bench_camera import METER_BOX, write_meter_video
+from edge_ocr.bench.camera import METER_BOX, write_meter_video
 from edge_ocr.config import parse_config
 from edge_ocr.regions import Region, RegionAnalyzer, RegionTracker
 from edge_ocr.sources.camera import (

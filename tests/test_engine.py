@@ -36,7 +36,7 @@ def test_reads_a_receipt_page(engine, eval_data):
 
 
 def test_run_line_reads_a_crop(engine, eval_data):
-    from edge_ocr.scoring import line_cer
+    from edge_ocr.bench.scoring import line_cer
 
     result = engine.run_line(read_image(eval_data / "lines_en" / "img" / "sroie_017_013.png"))
     # PP-OCRv6 reads "BIL1 START: ..." here: one character of 28 (PP-OCRv4 read it exactly).

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_ocr.bench_camera import FRAME, METER_BOX, meter_frame
+from edge_ocr.bench.camera import FRAME, METER_BOX, meter_frame
 from edge_ocr.regions import (
     WHOLE_FRAME,
     EvidenceStore,

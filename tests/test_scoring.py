@@ -1,4 +1,4 @@
-"""edge_ocr.scoring: edit distance, normalisation, line scores and SOURCES.md's page-matching rule,
+"""edge_ocr.bench.scoring: edit distance, normalisation, line scores and SOURCES.md's page-matching rule,
 on hand-made cases whose right answer can be worked out by hand."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from edge_ocr import scoring
+from edge_ocr.bench import scoring
 
 
 def box(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:

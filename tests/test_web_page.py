@@ -17,7 +17,7 @@ import pytest
 from daemon_harness import DaemonProcess, daemon_config
 from mqtt_broker import free_port, wait_until
 
-from edge_ocr.bench_camera import METER_BOX, write_meter_video
+from edge_ocr.bench.camera import METER_BOX, write_meter_video
 
 CHROMIUM = Path("/usr/bin/chromium")
 BOX_RGB = (255, 0, 128)  # the page's box colour (app.js BOX)

@@ -96,7 +96,7 @@ def _side_by_side(models_dir: Path, set_name: str, role: str, images: list[Any],
 
 
 def _line_scores(gts: list[str], results: list[Any]) -> dict[str, float]:
-    from edge_ocr import scoring
+    from edge_ocr.bench import scoring
 
     s = scoring.score_lines(gts, [r.text for r in results])
     return {"cer": round(s.cer, 5), "exact": round(s.accuracy, 4)}
@@ -112,7 +112,7 @@ def _eval_lines(models_dir: Path, data_dir: Path, set_name: str, role: str) -> d
     """rec: lines_en as they are; cls: lines_en upright and turned 180 degrees (the flip it must catch)."""
     import cv2
 
-    from edge_ocr.bench import load_lines
+    from edge_ocr.bench.ocr import load_lines
     from edge_ocr.decode import read_image
 
     items = load_lines(data_dir / "lines_en")
@@ -135,8 +135,8 @@ def _eval_lines(models_dir: Path, data_dir: Path, set_name: str, role: str) -> d
 
 def _eval_pages(models_dir: Path, data_dir: Path, set_name: str) -> dict[str, Any]:
     """det: whole receipts end to end (FP32 cls + rec), scored with SOURCES.md's page matching."""
-    from edge_ocr import scoring
-    from edge_ocr.bench import load_pages
+    from edge_ocr.bench import scoring
+    from edge_ocr.bench.ocr import load_pages
     from edge_ocr.decode import read_image
 
     pages = load_pages(data_dir / "pages")

@@ -92,7 +92,7 @@ def calibration_inputs(role: str, data_dir: Path) -> list[Any]:
     import cv2
     import numpy as np
 
-    from edge_ocr.bench import load_lines
+    from edge_ocr.bench.ocr import load_lines
     from edge_ocr.preprocess import normalize_chw
 
     crops = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p, _ in load_lines(data_dir / "calib")]

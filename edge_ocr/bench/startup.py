@@ -1,4 +1,4 @@
-"""`python -m edge_ocr.bench_startup`: process start to first result, as a user meets it.
+"""`python -m edge_ocr.bench.startup`: process start to first result, as a user meets it.
 
 Each run spawns the real command (`edge-ocr ocr --json [--line] IMAGE`) and times it from the spawn
 to the first result line on its stdout. "cold" runs get an empty graph cache (the first start on a
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_ocr.bench import default_data_dir
+from edge_ocr.bench.ocr import default_data_dir
 
 _RAPID = """
 import sys
@@ -66,7 +66,7 @@ def _have(module: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edge_ocr.bench_startup", description=__doc__.split("\n")[0]
+        prog="python -m edge_ocr.bench.startup", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--data", default=str(default_data_dir()), help="the eval folder")
     parser.add_argument("--repeat", type=int, default=5, help="runs per row (default 5)")

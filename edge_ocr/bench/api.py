@@ -1,4 +1,4 @@
-"""`python -m edge_ocr.bench_api` (`edge-ocr bench --api`): the HTTP path's cost against the engine.
+"""`python -m edge_ocr.bench.api` (`edge-ocr bench --api`): the HTTP path's cost against the engine.
 
 For lines and pages, at concurrency 1 and 4: requests/s and p50/p95 latency of
 - direct: decode + `Engine.run` (`run_line` for lines) on N threads of this process;

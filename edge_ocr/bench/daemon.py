@@ -19,10 +19,10 @@ import threading
 import time
 from pathlib import Path
 
+from edge_ocr.bench.devbroker import Mosquitto, Subscriber, wait_until
 from edge_ocr.config import parse_config
 from edge_ocr.daemon import Daemon, engine_settings
 from edge_ocr.decode import decode
-from edge_ocr.devbroker import Mosquitto, Subscriber, wait_until
 from edge_ocr.pipeline import Engine
 
 

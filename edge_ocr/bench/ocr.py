@@ -10,7 +10,7 @@ first inference). Inside a child the first item is run once as a warm-up, then e
 (the minimum of --repeat runs) and the medians and p95s reported: the machine is small and shared.
 
 RapidOCR and Tesseract are imported or executed only inside their own workers; the edge_ocr runtime
-never imports them. Scoring rules live in `edge_ocr.scoring`.
+never imports them. Scoring rules live in `edge_ocr.bench.scoring`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_ocr import scoring
+from edge_ocr.bench import scoring
 from edge_ocr.errors import ConfigError, EdgeOcrError
 
 LINE_SETS = ("lines_en", "lines_zh_synth", "lines_zh")
@@ -222,7 +222,7 @@ def spawn(spec: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryFile() as err:
         t0 = time.time()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_ocr.bench", "--worker", json.dumps(spec)],
+            [sys.executable, "-m", "edge_ocr.bench.ocr", "--worker", json.dumps(spec)],
             stdout=subprocess.PIPE,
             stderr=err,
         )

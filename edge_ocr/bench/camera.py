@@ -1,6 +1,6 @@
 """Camera benchmark: frames/s analysed, and the time from a change on camera to its MQTT message.
 
-    python -m edge_ocr.bench_camera [--seconds 20] [--period 2] [--fps 10] [--interval 0.1]
+    python -m edge_ocr.bench.camera [--seconds 20] [--period 2] [--fps 10] [--interval 0.1]
 
 A generated meter video (large digits, one value per `--period` seconds) is played in real time by a
 real daemon (camera source -> regions -> outbox -> MQTT) against a throw-away mosquitto on loopback.
@@ -101,9 +101,9 @@ def _run(
     seconds: float,
     args: argparse.Namespace,
 ) -> dict[str, float]:
+    from edge_ocr.bench.devbroker import Mosquitto, Subscriber
     from edge_ocr.config import parse_config
     from edge_ocr.daemon import Daemon
-    from edge_ocr.devbroker import Mosquitto, Subscriber
 
     broker = Mosquitto(tmp / f"broker-{args.threshold}").start()
     sub = Subscriber(broker, ["edge-ocr/bench/result/#"])
@@ -157,7 +157,7 @@ def _run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edge_ocr.bench_camera", description=__doc__.split("\n")[0]
+        prog="python -m edge_ocr.bench.camera", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="playback time measured per run")
     parser.add_argument("--period", type=float, default=2.0, help="seconds between value changes")
