@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +38,28 @@ def engine(models_dir):
     from edge_ocr.pipeline import Engine, EngineSettings
 
     return Engine(EngineSettings(models_dir=models_dir))
+
+
+# --- real daemons (see tests/daemon_harness.py) -----------------------------------------------------
+
+
+@pytest.fixture
+def daemons(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., Any]]:
+    """Make `DaemonProcess`es in tmp_path; any still running at teardown is killed (log shown on failure)."""
+    from daemon_harness import DaemonProcess
+
+    made: list[DaemonProcess] = []
+
+    def make(config: dict[str, Any] | None, *, name: str | None = None, **kwargs: Any) -> DaemonProcess:
+        d = DaemonProcess(tmp_path / (name or f"daemon-{len(made)}"), config, **kwargs)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        if d.running:
+            d.kill()
+        print(f"----- {d.workdir} log -----\n{d.tail(80)}")
 
 
 # --- a real mosquitto (see tests/mqtt_broker.py) -------------------------------------------------

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import eval_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = ROOT / "ansible"
@@ -94,12 +95,16 @@ class Fleet:
         self.models = models
         self.wheelhouse = wheelhouse
         self.ports = {d: _free_port() for d in DEVICES}
+        line = eval_dir() / "lines_en" / "img" / "sroie_017_013.png"  # "BILL START: 20/11/2017 ..."
+        self.smoke = {"edge_ocr_smoke_image": str(line), "edge_ocr_smoke_text": "START"}
+        if not line.is_file():
+            self.smoke = {}
         self.bad_models = tmp / "altered-models"
         shutil.copytree(models, self.bad_models)
-        # The file the daemon loads for detection (the manifest's default variant), with one byte flipped.
+        # The default set's FP32 detector (every precision verifies it before use), one byte flipped.
         manifest = yaml.safe_load((self.bad_models / "manifest.yaml").read_text())
-        det = manifest["models"]["det"]
-        victim = self.bad_models / det["variants"][det["default"]]["file"]
+        det = manifest["sets"][manifest["default_set"]]["models"]["det"]
+        victim = self.bad_models / det["variants"]["fp32"]["file"]
         data = bytearray(victim.read_bytes())
         data[len(data) // 2] ^= 0xFF
         victim.write_bytes(bytes(data))
@@ -160,6 +165,8 @@ class Fleet:
                     "edge_ocr_releases_keep": 2,
                     "edge_ocr_health_retries": 15,
                     "edge_ocr_health_delay": 1,
+                    # The gate also reads a receipt line through POST /api/ocr (issue 10's deploy check).
+                    **self.smoke,
                 },
             }
         }

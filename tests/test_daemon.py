@@ -40,7 +40,6 @@ import pytest
 from daemon_harness import (
     DEVICE,
     PREFIX,
-    DaemonProcess,
     NotifySocket,
     daemon_config,
     drop,
@@ -58,23 +57,6 @@ from edge_ocr.results import message_id
 
 # OCR on a loaded 2-core machine: generous timeouts, never asserted as timings.
 T_FILE = 60.0
-
-
-@pytest.fixture
-def daemons(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
-    """Make `DaemonProcess`es in tmp_path; any still running at teardown is killed (log shown on failure)."""
-    made: list[DaemonProcess] = []
-
-    def make(config: dict[str, Any] | None, *, name: str = "daemon", **kwargs: Any) -> DaemonProcess:
-        d = DaemonProcess(tmp_path / name, config, **kwargs)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        if d.running:
-            d.kill()
-        print(f"----- {d.workdir} log -----\n{d.tail(80)}")
 
 
 @pytest.fixture

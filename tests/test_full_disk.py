@@ -111,22 +111,6 @@ def tmpfs() -> Iterator[Callable[[Path, int], Tmpfs]]:
 
 
 @pytest.fixture
-def daemons(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
-    made: list[DaemonProcess] = []
-
-    def make(config: dict[str, Any], **kwargs: Any) -> DaemonProcess:
-        d = DaemonProcess(tmp_path / f"daemon-{len(made)}", config, **kwargs)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        if d.running:
-            d.kill()
-        print(f"----- {d.workdir} log -----\n{d.tail(80)}")
-
-
-@pytest.fixture
 def subscriber(mosquitto: Mosquitto) -> Iterator[Subscriber]:
     sub = Subscriber(mosquitto, ["edge-ocr/#"])
     yield sub

@@ -161,6 +161,22 @@ def _prune(cache_dir: Path, model: ModelFile, keep: set[str]) -> None:
             old.unlink(missing_ok=True)
 
 
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write, fsync and rename into place: a power cut leaves the old file or the new one, never a torn
+    one (SD cards). On failure the temporary file is removed and the OSError raised."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
 def publish(cache_dir: Path, model: ModelFile, staged: Path) -> None:
     """Move a graph onnxruntime wrote to `staged` into the cache (graph first, then its sidecar)."""
     graph, sidecar = _paths(cache_dir, model)
@@ -172,17 +188,11 @@ def publish(cache_dir: Path, model: ModelFile, staged: Path) -> None:
         with open(staged, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(staged, graph)
-        tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(meta, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, sidecar)
+        write_json_atomic(sidecar, meta)
         _prune(cache_dir, model, keep={graph.name, sidecar.name})
     except OSError as exc:
         unusable(cache_dir, f"cannot store the graph of {model.path.name}: {exc.strerror or exc}")
-        for p in (staged, sidecar.with_name(f".{sidecar.name}.{os.getpid()}.{threading.get_ident()}.tmp")):
-            with contextlib.suppress(OSError):
-                p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            staged.unlink(missing_ok=True)
         return
     _usable_again(cache_dir)

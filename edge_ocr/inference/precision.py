@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edge_ocr.inference.graphcache import machine_signature
+from edge_ocr.inference.graphcache import machine_signature, write_json_atomic
 from edge_ocr.inference.session import create_session
 from edge_ocr.models import ModelFile, resolve, role_entry
 
@@ -84,12 +82,7 @@ def _read_verdict(path: Path, fp32: ModelFile, int8: ModelFile) -> dict | None:
 def _write_verdict(path: Path, verdict: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(verdict, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_json_atomic(path, verdict)
     except OSError as exc:  # a read-only or full disk costs the next start a probe, nothing more
         log.info("cannot keep the precision verdict in %s: %s", path.parent, exc)
 
