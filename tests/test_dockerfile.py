@@ -113,7 +113,7 @@ def test_models_built_and_verified_during_the_build():
 
 def test_build_tools_stay_out_of_the_runtime_venv():
     venv_runs = " ".join(rest for w, rest in stages()["venv"] if w == "RUN")
-    assert '".[daemon]"' in venv_runs and "build" not in venv_runs.replace("building", "")
+    assert '".[daemon,web]"' in venv_runs and "build" not in venv_runs.replace("building", "")
 
 
 def test_runs_as_a_numeric_non_root_user():
