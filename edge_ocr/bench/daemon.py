@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from edge_ocr.bench.devbroker import Mosquitto, Subscriber, wait_until
-from edge_ocr.config import parse_config
+from edge_ocr.bench.devbroker import Mosquitto, Received, Subscriber, wait_until
+from edge_ocr.config import FolderSource, parse_config
 from edge_ocr.daemon import Daemon, engine_settings
 from edge_ocr.decode import decode
 from edge_ocr.pipeline import Engine
@@ -91,7 +91,9 @@ engine:
         thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
         thread.start()
         wait_until(lambda: daemon.gen is not None and bool(daemon.gen.sources), timeout=60)
-        inbox = cfg.sources[0].path
+        src = cfg.sources[0]
+        assert isinstance(src, FolderSource)  # the config above has one folder source
+        inbox = src.path
 
         # Throughput on a backlog: steady state from the first result to the last (the settle delay
         # before the first file is latency, measured below, not throughput).
@@ -108,7 +110,11 @@ engine:
             f = files[i % len(files)]
             before = len(sub.on(topic))
             t = _drop(f, inbox, f"l{i:04d}{f.suffix}")
-            sub.wait_for(lambda m, b=before: len([x for x in m if x.topic == topic]) > b, timeout=120)
+
+            def arrived(m: list[Received], b: int = before) -> bool:
+                return len([x for x in m if x.topic == topic]) > b
+
+            sub.wait_for(arrived, timeout=120)
             latencies.append(sub.on(topic)[-1].at - t)
         daemon.request_stop()
         thread.join(60)

@@ -142,12 +142,14 @@ def _rapidocr3_reader(spec: dict[str, Any]) -> Reader:
             # (lines_en CER 0.0231 with it, 0.0118 without).
             res = engine(img, use_det=False, use_cls=False, use_rec=True)
             ms = (time.perf_counter() - t) * 1000
-            return {"ms": ms, "text": "".join(res.txts or [])}
+            # rapidocr's __call__ is typed as the union of every stage's output; this call returns rec's.
+            return {"ms": ms, "text": "".join(res.txts or [])}  # type: ignore[union-attr]
         res = engine(img)
         ms = (time.perf_counter() - t) * 1000
-        boxes = res.boxes if res.boxes is not None else []
+        # rapidocr's __call__ is typed as the union of every stage's output; this one returns RapidOCROutput.
+        boxes = res.boxes if res.boxes is not None else []  # type: ignore[union-attr]
         lines = [{"text": txt, "box": [[float(x), float(y)] for x, y in box]}
-                 for box, txt in zip(boxes, res.txts or [], strict=False)]  # fmt: skip
+                 for box, txt in zip(boxes, res.txts or [], strict=False)]  # type: ignore[union-attr]  # fmt: skip
         return {"ms": ms, "text": "\n".join(ln["text"] for ln in lines), "lines": lines}
 
     return read

@@ -26,8 +26,8 @@ try:
     from rapidfuzz import fuzz as _fuzz
     from rapidfuzz.distance import Levenshtein as _Levenshtein
 except ImportError:  # pragma: no cover - exercised only where the bench extra is absent
-    _fuzz = None
-    _Levenshtein = None
+    _fuzz = None  # type: ignore[assignment]  # optional extra absent: callers check for None
+    _Levenshtein = None  # type: ignore[assignment]  # optional extra absent: callers check for None
 
 Point = tuple[float, float]
 Box = Sequence[Sequence[float]]  # 4 (or more) points [x, y]
@@ -189,6 +189,7 @@ def best_substring(gt: str, text: str) -> str:
     if not gt or not text:
         return ""
     al = _fuzz.partial_ratio_alignment(gt, text)
+    assert al is not None  # None only below a score_cutoff, and none is given
     # src is always gt and dest always text, whichever of the two rapidfuzz slid over the other.
     return text[al.dest_start : al.dest_end]
 

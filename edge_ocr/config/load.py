@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -118,8 +118,11 @@ def load_config(path: Path | None) -> Config:
 # --------------------------------------------------------------------------------------------- YAML nodes
 
 
-def _duplicates(node: yaml.Node, key: tuple[Part, ...] = (), seen: set[int] | None = None) -> Iterator[Any]:
-    """(line, key path, message) for each key written twice in one mapping (merged keys may be overridden)."""
+def _duplicates(
+    node: yaml.Node, key: tuple[Part | None, ...] = (), seen: set[int] | None = None
+) -> Iterator[Any]:
+    """(line, key path, message) for each key written twice in one mapping (merged keys may be overridden);
+    a key that is not a scalar is None in the path."""
     seen = set() if seen is None else seen
     if id(node) in seen:  # an alias: its anchor was checked where it was written
         return
@@ -159,7 +162,7 @@ def _line(root: yaml.Node, parts: list[Part]) -> int:
     return line
 
 
-def _key_text(parts: tuple[Part, ...] | list[Part]) -> str:
+def _key_text(parts: Sequence[Part | None]) -> str:
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else f".{p}" if out else str(p)

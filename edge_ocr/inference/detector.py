@@ -153,7 +153,7 @@ class Detector:
         h, w = img.shape[:2]
         prob = self.probability_map(img)
         mh, mw = prob.shape
-        mask = (prob > s.thresh).astype(np.uint8)
+        mask: np.ndarray = (prob > s.thresh).astype(np.uint8)
         if s.use_dilation:
             mask = cv2.dilate(mask, np.ones((2, 2), np.uint8))
         contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)

@@ -326,7 +326,7 @@ def fuse(
 
     model = version_converter.convert_version(onnx.load_from_string(model_bytes), OPSET)
     gr = _Graph(model)
-    counts = Counter()
+    counts: Counter[str] = Counter()
     counts["identity"] = _drop_identities(gr)
     counts["conv_bias"] = _fold_bias_add(gr)
     counts["conv_affine"] = _fold_affine_after_conv(gr)

@@ -95,7 +95,15 @@ def calibration_inputs(role: str, data_dir: Path) -> list[Any]:
     from edge_ocr.bench.ocr import load_lines
     from edge_ocr.preprocess import normalize_chw
 
-    crops = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p, _ in load_lines(data_dir / "calib")]
+    crops = []
+    for p, _ in load_lines(data_dir / "calib"):
+        crop = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if crop is None:
+            raise ModelError(
+                f"cannot read calibration crop {p}",
+                remedy=f"restore the image or drop its line from {data_dir / 'calib' / 'labels.tsv'}",
+            )
+        crops.append(crop)
     if not crops:
         raise ModelError(f"no calibration crops in {data_dir / 'calib'}", remedy="pass --data DIR")
     tensors = []
@@ -141,7 +149,9 @@ def compute_ranges(prepared: Path, recipe: Recipe, tensors: list[Any]) -> dict[s
         )  # fmt: skip
         name = cal.model.graph.input[0].name
 
-        class One(q.CalibrationDataReader):
+        reader: Any = q.CalibrationDataReader  # a base class mypy can check (q is an untyped module)
+
+        class One(reader):
             def __init__(self, x: Any) -> None:
                 self.feeds = [{name: x}]
 

@@ -182,7 +182,7 @@ def create_app(ctx: WebContext) -> FastAPI:
 
 
 def _static(name: str, media: str) -> Any:
-    data = resources.files("edge_ocr.web").joinpath("static", name).read_bytes()
+    data = resources.files("edge_ocr.web").joinpath("static").joinpath(name).read_bytes()
 
     async def serve() -> Response:
         return Response(data, media_type=media, headers={"Cache-Control": "no-cache"})
