@@ -20,6 +20,8 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -313,3 +315,12 @@ def names_in(folder: Path) -> set[str]:
     return {
         p.name for p in folder.iterdir() if not p.name.endswith(".error.json") and not p.name.startswith(".")
     }
+
+
+def get(url: str) -> tuple[int, str]:
+    """(status, body) of a GET on loopback; an HTTP error status is an answer, not an exception."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

@@ -30,8 +30,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from daemon_harness import (
     daemon_config,
     drop,
     drop_copies,
+    get,
     line_crops,
     names_in,
     png_bomb,
@@ -87,14 +86,6 @@ def expected_id(name: str, data: bytes, source: str = "inbox") -> str:
 
 def statuses(sub: Subscriber) -> list[bytes]:
     return sub.payloads(topic("status"))
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def health(port: int) -> dict[str, Any]:

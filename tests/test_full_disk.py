@@ -24,14 +24,12 @@ import os
 import re
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import DaemonProcess, NotifySocket, daemon_config, drop, names_in, tiny_png, topic
+from daemon_harness import DaemonProcess, NotifySocket, daemon_config, drop, get, names_in, tiny_png, topic
 from mqtt_broker import Mosquitto, Subscriber, free_port, wait_until
 
 T_FILE = 60.0  # OCR on a loaded 2-core machine: generous, never asserted as a timing
@@ -115,14 +113,6 @@ def subscriber(mosquitto: Mosquitto) -> Iterator[Subscriber]:
     sub = Subscriber(mosquitto, ["edge-ocr/#"])
     yield sub
     sub.close()
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def healthz(port: int) -> tuple[int, dict[str, Any]]:
