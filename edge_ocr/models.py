@@ -96,18 +96,21 @@ def load_manifest(models_dir: Path) -> dict:
         ) from exc
     except (OSError, yaml.YAMLError) as exc:
         raise ModelError(f"model manifest {path} cannot be read: {exc}", remedy=REBUILD) from exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("sets"), dict):
-        raise ModelError(f"model manifest {path} has no `sets` mapping", remedy=REBUILD)
+    if not isinstance(manifest, dict):
+        raise ModelError(f"model manifest {path} is not a mapping", remedy=REBUILD)
+    if manifest.get("schema") != SCHEMA or not isinstance(manifest.get("sets"), dict):
+        # A manifest from before model sets (schema 1) after an upgrade: say so, not "malformed".
+        raise ModelError(
+            f"model manifest {path} is of an older layout (schema {manifest.get('schema')}, this edge-ocr "
+            f"reads schema {SCHEMA})",
+            remedy=REBUILD,
+        )
     return manifest
 
 
 def set_entry(manifest: dict, models_dir: Path, model_set: str | None = None) -> tuple[str, dict]:
-    """(name, entry) of the named model set, or of the manifest's default set."""
-    if manifest.get("schema") != SCHEMA or not isinstance(manifest.get("sets"), dict):
-        raise ModelError(
-            f"model manifest in {models_dir} is of an older layout (schema {manifest.get('schema')})",
-            remedy=REBUILD,
-        )
+    """(name, entry) of the named model set, or of the manifest's default set (a manifest as
+    load_manifest returns it: the layout is checked there)."""
     name = model_set or manifest.get("default_set")
     entry = manifest["sets"].get(name)
     if not isinstance(entry, dict):

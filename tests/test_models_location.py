@@ -60,3 +60,9 @@ def test_missing_models_name_the_folder_and_the_command(tmp_path):
     with pytest.raises(ModelError) as err:
         Engine(EngineSettings(models_dir=empty, graph_cache=None))
     assert str(empty) in str(err.value) and "edge-ocr models build" in str(err.value)
+
+
+def test_a_manifest_from_before_model_sets_says_so(tmp_path):
+    (tmp_path / "manifest.yaml").write_text("schema: 1\nmodels: {}\n", encoding="utf-8")
+    with pytest.raises(ModelError, match=r"older layout \(schema 1.*edge-ocr models build"):
+        Engine(EngineSettings(models_dir=tmp_path, graph_cache=None))
