@@ -19,7 +19,11 @@ Contract (see `topics` for the layout):
   process they are sent again from the outbox (same id; consumers drop duplicates by id).
 - Commands on ``<p>/cmd/<verb>`` go to the `CommandHandler`; the reply is JSON on
   ``<p>/cmd/<verb>/reply``. Retained commands are ignored (they would replay at every connection).
-- Home Assistant discovery configs are published (retained) on every connection when enabled.
+- Home Assistant discovery configs are published (retained) on every connection when enabled. Then
+  the publisher subscribes to every config of its node (`config_filter`): a retained, non-empty config
+  there that it did not just publish belongs to a source or region no longer configured, and is emptied
+  (an empty retained payload), which makes Home Assistant delete that entity. Nothing about past configs
+  is stored: the broker's retained set is the memory.
 - ``<p>/health`` (retained, QoS 1) carries the daemon's degraded state (`publish_health`): sent when it
   changes and again on every connection, so a subscriber, and Home Assistant's problem sensor, always
   see the current one.
@@ -45,7 +49,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_ocr.config import MqttConfig
 from edge_ocr.errors import ConfigError, PublishError
 from edge_ocr.outbox import Outbox
-from edge_ocr.publish.homeassistant import discovery_messages
+from edge_ocr.publish.homeassistant import RegionSensor, config_filter, discovery_messages
 from edge_ocr.publish.topics import OFFLINE, ONLINE, Command, CommandHandler, ConnectionState, Topics
 
 __all__ = ["MqttPublisher", "build_tls_context"]
@@ -120,6 +124,7 @@ class MqttPublisher:
         *,
         sources: Sequence[str] = (),
         on_command: CommandHandler | None = None,
+        region_sensors: Sequence[RegionSensor] = (),
         poll_s: float = 0.05,
         drain_timeout_s: float = 3.0,
     ) -> None:
@@ -151,6 +156,16 @@ class MqttPublisher:
         self._health: bytes | None = None  # the last health document, re-sent on every connection
         self._outbox_error: str | None = None
         self._outbox_repeats = 0
+        ha = config.home_assistant
+        # Fixed for the life of the publisher (a config change starts a new one): built once, and the
+        # set of their topics tells the current configs from stale ones.
+        self._discovery = (
+            tuple(discovery_messages(self.topics, self._sources, ha.discovery_prefix, region_sensors))
+            if ha.enabled
+            else ()
+        )
+        self._discovery_topics = frozenset(topic for topic, _ in self._discovery)
+        self._stale_logged: set[str] = set()  # only touched on paho's network thread
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -178,6 +193,11 @@ class MqttPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        if self._discovery:
+            # Its own callback: config messages never reach the command handler (on_message).
+            client.message_callback_add(
+                config_filter(self.topics, cfg.home_assistant.discovery_prefix), self._on_discovery_config
+            )
         self._client = client
         log.info(
             "MQTT: connecting to %s as %r (device %s, tls %s)",
@@ -415,11 +435,15 @@ class MqttPublisher:
         if health is not None:
             self._send(self.topics.health, health, 1, True)
         client.subscribe(self.topics.cmd_filter, qos=1)
-        if self.config.home_assistant.enabled:
-            for topic, payload in discovery_messages(
-                self.topics, self._sources, self.config.home_assistant.discovery_prefix
-            ):
+        if self._discovery:
+            for topic, payload in self._discovery:
                 self._send(topic, payload, 1, True)
+            # After the configs: the broker handles our packets in order, so the retained set it sends
+            # for this subscription already holds the current ones. The subscription is kept rather than
+            # dropped after a delay: once the retained burst is over it only sees the rare live config
+            # message (discovery is written at connect), which carries no retain flag and is ignored,
+            # and there is no timer to race a slow broker's burst.
+            client.subscribe(config_filter(self.topics, self.config.home_assistant.discovery_prefix), qos=1)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         with self._lock:
@@ -461,6 +485,16 @@ class MqttPublisher:
             log.log(level, "MQTT: %s; retrying with backoff (up to %gs)", text, self.config.backoff_max_s)
         elif repeats & (repeats - 1) == 0:
             log.log(level, "MQTT: still failing after %d attempts: %s", repeats, text)
+
+    def _on_discovery_config(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # Only a retained config is a leftover: a live one (no retain flag) is a current publication, and
+        # an empty one is a removal already done (ours echoing back included).
+        if not message.retain or not message.payload or message.topic in self._discovery_topics:
+            return
+        if message.topic not in self._stale_logged:
+            self._stale_logged.add(message.topic)
+            log.info("MQTT: removing the Home Assistant config %s (no longer configured)", message.topic)
+        self._send(message.topic, b"", 1, True)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         verb = message.topic.rsplit("/", 1)[-1]

@@ -5,6 +5,9 @@ Topics (``<p>`` is ``<topic_prefix>/<device_id>``):
 - ``<p>/status``: retained ``online`` once the broker accepted the login, ``offline`` as last will and
   on clean stop.
 - ``<p>/result/<source>``: QoS 1 JSON results (put in the outbox by the daemon).
+- ``<p>/state/<source>/<region>``: retained JSON, the latest message of that camera region, valid or
+  not (put in the outbox by the daemon): what Home Assistant's region sensors read, and what a client
+  that connects later gets at once.
 - ``<p>/stats``: periodic JSON.
 - ``<p>/health``: retained JSON ``{"problem": bool, "condition", "reason", "storage"}``: whether the
   daemon is degraded (e.g. short of disk space) and why; cleared (``problem: false``) when it recovers.
@@ -54,6 +57,9 @@ class Topics:
 
     def result(self, source: str) -> str:
         return f"{self.base}/result/{source}"
+
+    def region_state(self, source: str, region: str) -> str:
+        return f"{self.base}/state/{source}/{region}"
 
     def cmd(self, verb: str) -> str:
         return f"{self.base}/cmd/{verb}"
