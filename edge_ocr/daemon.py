@@ -19,9 +19,11 @@ free any space, and a unit restarted at every failure ends up given up by system
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import math
 import queue
 import signal
 import statistics
@@ -40,6 +42,8 @@ from edge_ocr.errors import ConfigError, EdgeOcrError, PublishError
 from edge_ocr.notify import Notifier, watchdog_interval_s
 from edge_ocr.outbox import Outbox
 from edge_ocr.pipeline import Engine, EngineSettings
+from edge_ocr.plausibility import MeterMemory
+from edge_ocr.publish.homeassistant import RegionSensor
 from edge_ocr.publish.mqtt import MqttPublisher
 from edge_ocr.publish.stdout import StdoutPublisher
 from edge_ocr.publish.topics import Command, Topics
@@ -138,6 +142,7 @@ class _Generation:
         self.queue: queue.Queue[FolderItem] = queue.Queue(maxsize=max(2, 2 * cfg.engine.workers))
         self.sources: dict[str, FolderSource] = {}
         self.cameras: dict[str, CameraSource] = {}  # camera sources (issue 4), apart from the folders
+        self.analyzers: dict[str, RegionAnalyzer] = {}  # camera name -> its regions (for commands, status)
         self.workers: list[threading.Thread] = []
         self.publisher: MqttPublisher | StdoutPublisher | None = None
         self.http: Any = None  # edge_ocr.web.server.WebServer, imported only when http is enabled
@@ -148,6 +153,30 @@ class _Generation:
         # stay in flight and a worker moves them once the folder works again. (item, ok, guard key)
         self.unfinished: deque[tuple[FolderItem, bool, dict[str, Any] | None, str]] = deque()
         self.unfinished_lock = threading.Lock()
+
+
+def region_sensors(cfg: Config) -> list[RegionSensor]:
+    """The Home Assistant sensor of every camera region whose `homeassistant.enabled` holds."""
+    out = []
+    for src in cfg.sources:
+        if not isinstance(src, CameraConfig):
+            continue
+        for r in src.regions:
+            ha, num = r.homeassistant, r.numeric
+            if not ha.enabled:
+                continue
+            state_class = ha.state_class
+            if state_class is None and num is not None:
+                state_class = "total_increasing" if num.monotonic == "increasing" else "measurement"
+            out.append(
+                RegionSensor(
+                    source=safe_topic_level(src.name), region=safe_topic_level(r.name),
+                    numeric=num is not None, unit=num.unit if num else None, device_class=ha.device_class,
+                    state_class=state_class, name=ha.name, icon=ha.icon,
+                    precision=num.decimals if num else None,
+                )  # fmt: skip
+            )
+    return out
 
 
 def storage_places(cfg: Config) -> list[tuple[str, str, Path]]:
@@ -250,6 +279,7 @@ class Daemon:
                 gen.publisher_stop,
                 sources=[s.name for s in cfg.sources],
                 on_command=self._on_command,
+                region_sensors=region_sensors(cfg),
             )
             gen.publisher.publish_health(self._health_doc())
         elif self.outbox is not None:
@@ -373,6 +403,8 @@ class Daemon:
             return {"ok": True, "paused": False}
         if cmd.verb == "capture":
             return self._capture_command(cmd.args)
+        if cmd.verb == "set_value":
+            return self._set_value_command(cmd.args)
         if cmd.verb == "stats":
             return {"ok": True, **self.status()}
         return {"ok": False, "error": f"unknown command {cmd.verb!r}"}
@@ -538,11 +570,16 @@ class Daemon:
     def _start_camera(self, gen: _Generation, src: CameraConfig) -> None:
         """A camera with its own analysis thread: frames -> regions -> one message per published value."""
         assert self.engine is not None
+        state_dir = gen.cfg.state_dir
+        numeric = any(r.numeric is not None for r in src.regions)
+        # The remembered meter values live beside the outbox: they must survive restarts and reboots.
+        memory = MeterMemory(state_dir / "meters" / f"{src.name}.json") if numeric else None
         tracker = RegionTracker(
             GatedEngine(self.engine, gen.gate),
             regions_from_config(src.regions),
             change_threshold=src.change_threshold,
             debounce_frames=src.debounce_frames,
+            memory=memory,
         )
         evidence = None
         ev = src.evidence
@@ -550,9 +587,13 @@ class Daemon:
             evidence = EvidenceStore(
                 ev.dir, src.name, max_files=ev.max_files, max_bytes=int(ev.max_mb * 1024 * 1024)
             )
+        al = src.alignment
         analyzer = RegionAnalyzer(
-            src.name, gen.cfg.device_id, tracker, model=dict(self.engine.models), evidence=evidence
-        )
+            src.name, gen.cfg.device_id, tracker, model=dict(self.engine.models), evidence=evidence,
+            alignment=al,
+            reference_path=(al.reference or state_dir / "reference" / f"{src.name}.png") if al else None,
+        )  # fmt: skip
+        gen.analyzers[src.name] = analyzer
         try:
             password = src.read_password()
         except ConfigError as exc:
@@ -580,32 +621,79 @@ class Daemon:
         topic_ = Topics(cfg.mqtt.topic_prefix if cfg.mqtt else "edge-ocr", cfg.device_id).result(
             safe_topic_level(name)
         )
+        topics = Topics(cfg.mqtt.topic_prefix if cfg.mqtt else "edge-ocr", cfg.device_id)
         messages = analyzer.messages(frame.image, frame.captured_at, force=frame.forced)
         view = gen.views.get(name)
         if view is not None:
             view.update(frame.image, frame.captured_at, analyzer.tracker.last_readings(), messages)
+        qos = cfg.mqtt.qos if cfg.mqtt else 1
         for msg in messages:
             payload = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
+            # Also the region's retained state (Home Assistant's sensor reads it; a consumer that starts
+            # later gets the latest value at once). Its own id: the outbox keeps one row per message.
+            state = topics.region_state(safe_topic_level(name), safe_topic_level(msg["region"]))
             try:
-                self.outbox.put(msg["id"], topic_, payload, qos=cfg.mqtt.qos if cfg.mqtt else 1, force=True)
+                self.outbox.put(msg["id"], topic_, payload, qos=qos, force=True)
+                self.outbox.put(f"{msg['id']}-state", state, payload, qos=qos, retain=True, force=True)
             except PublishError as exc:
                 if self.guard is None or self.guard.failed("state", exc) is None:
                     raise
                 return  # reported by the guard; frames are held until the state folder works again
-            log.info(
-                "camera %s: %s = %r%s", name, msg["region"], msg["text"], "" if msg["valid"] else " (invalid)"
-            )
+            if msg["valid"]:
+                log.info("camera %s: %s = %r", name, msg["region"], msg.get("value", msg["text"]))
+            else:
+                log.warning(
+                    "camera %s: %s read %r: not valid (%s: %s)",
+                    name, msg["region"], msg["text"], msg["reason"], msg.get("detail"),
+                )  # fmt: skip
 
     def _capture_command(self, args: dict[str, Any]) -> dict[str, Any]:
-        """cmd/capture [{"source": name}]: analyse the next frame of each (or the named) camera now."""
-        cameras = self.gen.cameras if self.gen is not None else {}
+        """cmd/capture [{"source": name, "reference": bool}]: analyse the next frame of each (or the
+        named) camera now; with `reference`, that frame becomes the camera's alignment reference."""
+        gen = self.gen
+        cameras = gen.cameras if gen is not None else {}
         wanted = args.get("source") if isinstance(args, dict) else None
         chosen = {n: c for n, c in cameras.items() if wanted in (None, n)}
         if not chosen:
             return {"ok": False, "error": f"no camera source {wanted!r}" if wanted else "no camera sources"}
+        reference = isinstance(args, dict) and args.get("reference") is True
+        if reference and gen is not None:
+            missing = [n for n in chosen if gen.analyzers[n].alignment is None]
+            if missing:
+                return {"ok": False, "error": f"camera {missing[0]!r} has no alignment configured"}
+            for n in chosen:
+                gen.analyzers[n].request_reference()
         for camera in chosen.values():
             camera.request_capture()
-        return {"ok": True, "sources": {n: c.stats()["state"] for n, c in chosen.items()}}
+        out: dict[str, Any] = {"ok": True, "sources": {n: c.stats()["state"] for n, c in chosen.items()}}
+        if reference:
+            out["reference"] = True
+        return out
+
+    def _set_value_command(self, args: dict[str, Any]) -> dict[str, Any]:
+        """cmd/set_value {"source", "region", "value"}: the remembered value of a numeric region (after a
+        meter swap, or to correct it); the next reading is checked against it."""
+        gen = self.gen
+        if not isinstance(args, dict):
+            return {"ok": False, "error": 'payload must be {"source": ..., "region": ..., "value": number}'}
+        source, region, value = args.get("source"), args.get("region"), args.get("value")
+        analyzer = gen.analyzers.get(source) if gen is not None and isinstance(source, str) else None
+        if analyzer is None:
+            return {"ok": False, "error": f"no camera source {source!r}"}
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value.replace(",", "."))
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return {"ok": False, "error": f"value must be a number, not {args.get('value')!r}"}
+        try:
+            before = analyzer.tracker.set_value(str(region), float(value))
+        except KeyError as exc:
+            return {"ok": False, "error": str(exc.args[0])}
+        log.warning(
+            "camera %s: %s set to %g by cmd/set_value (was %s)", source, region, value,
+            "unknown" if before is None else f"{before:g}",
+        )  # fmt: skip
+        return {"ok": True, "source": source, "region": region, "value": float(value), "previous": before}
 
     @staticmethod
     def _camera_healthy(camera: CameraSource) -> bool:
@@ -665,7 +753,9 @@ class Daemon:
             out["broker"] = {"connected": st.connected, "last_error": st.last_error}
         if gen is not None:
             out["sources"] = {n: s.stats() for n, s in gen.sources.items()}
-            out["sources"].update({n: c.stats() for n, c in gen.cameras.items()})
+            out["sources"].update(
+                {n: {**c.stats(), **gen.analyzers[n].tracker.status()} for n, c in gen.cameras.items()}
+            )
         return out
 
     def health(self) -> tuple[bool, dict[str, Any]]:

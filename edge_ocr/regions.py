@@ -1,21 +1,29 @@
-"""Regions of interest on camera frames: cropping, change detection, debounce, evidence, messages.
+"""Regions of interest on camera frames: alignment, cropping, change detection, debounce, the rules of
+meters, evidence, messages.
 
 A camera's frames are read per region (a named box or a perspective-corrected 4-point polygon; the whole
 frame when no region is configured). `RegionTracker` holds the per-region state between frames and is
 used by one thread (the camera's analysis thread):
 
+- **Alignment** (optional, `edge_ocr.alignment`): each frame is registered to a reference frame and
+  warped back before regions are cut. A frame that cannot be aligned is not read; every region reports
+  ``reason: alignment`` once per such episode, not once per frame.
 - **Change handling**: a region whose downscaled grey image has not changed visibly since the last frame
   it was *read* on (mean absolute difference below `change_threshold`, in grey levels 0..255) is not
   read again: the last reading stands for it. Comparing with the last read frame, not the previous
   frame, lets a slow drift add up until it is read.
-- **Debounce**: a value is published when it differs from the last published one and was read the same
-  on `debounce_frames` consecutive analysed frames (an unchanged frame counts as the same reading).
-  An empty reading is never published (a dark or blank display); it breaks a run.
-- **Validation**: the allowed `charset` filters the text (characters outside it are removed); `pattern`
-  must match the whole filtered text. A value that fails is published with ``"valid": false``.
+- **Constrained reading**: a region's characters (`charset`, or digits for a numeric region) restrict
+  the recognizer's decoder itself, so a digit the model found O-shaped is read as the 0 it also saw.
+- **Debounce**: a reading counts once it was read the same on `debounce_frames` consecutive analysed
+  frames (an unchanged frame counts as the same reading). An empty reading never counts (a dark or
+  blank display); it breaks a run.
+- **Validation**: `min_confidence` (the mean *and* the weakest character), `pattern` (the whole text),
+  and for a numeric region its plausibility rules (`edge_ocr.plausibility`). A reading that fails is
+  reported once with ``valid: false`` and the reason (or withheld, as configured), never as the value.
+  The next valid reading after it is published even if unchanged, so a consumer sees it is valid again.
 
-`EvidenceStore` keeps the frames (boxes and values drawn) of published changes in a bounded folder.
-`value_message` builds the MQTT payload of one published value.
+`EvidenceStore` keeps the frames of published changes and the crops of rejected readings (with the
+reason drawn under them) in a bounded folder. `value_message` builds the MQTT payload of one value.
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from edge_ocr.alignment import Aligner, Alignment, load_reference, save_reference
 from edge_ocr.draw import render
+from edge_ocr.plausibility import MeterMemory, NumericCheck, NumericRules, Remembered
 from edge_ocr.preprocess import crop_box, crop_quad
 from edge_ocr.results import iso, message_id
 from edge_ocr.types import OcrResult, Quad, TextLine
@@ -52,7 +62,9 @@ class Region:
     polygon: tuple[tuple[float, float], ...] | None = None
     mode: Literal["line", "text"] = "line"
     pattern: str | None = None
-    charset: str | None = None
+    charset: str | None = None  # the characters the decoder may choose among (None: all)
+    min_confidence: float | None = None
+    numeric: NumericRules | None = None
 
     def __post_init__(self) -> None:
         if self.box is not None and self.polygon is not None:
@@ -97,15 +109,16 @@ def order_quad(pts: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Reading:
-    """What one region read on one frame (after the charset filter)."""
+    """What one region read on one frame: text, mean and weakest character probability."""
 
     text: str
     confidence: float
+    weakest: float = 1.0
 
 
 @dataclass(frozen=True)
 class RegionValue:
-    """A value to publish: it changed and was read the same on `debounce_frames` frames."""
+    """A value to report: a changed valid reading, or a rejected one (`valid` False, `reason` the rule)."""
 
     region: str
     text: str
@@ -113,6 +126,17 @@ class RegionValue:
     confidence: float
     previous: str | None
     forced: bool = False  # published because of `cmd/capture`, changed or not
+    reason: str | None = (
+        None  # low_confidence, pattern, not_a_number, monotonic, max_jump, max_rate, alignment
+    )
+    detail: str | None = None  # the reason in words (or how a rebased value came about)
+    value: float | None = None  # numeric regions: the accepted number (None when not valid)
+    last_value: float | None = None  # numeric regions: the value remembered before this reading
+    unit: str | None = None
+    rebased: bool = False  # accepted because rejected readings agreed long enough
+    withheld: bool = False  # rejected and configured not to be published (evidence and log only)
+    numeric: bool = False  # from a numeric region: the message carries value, last_value and unit
+    crop: np.ndarray | None = field(default=None, compare=False, repr=False)  # a rejected reading's pixels
 
 
 @dataclass(frozen=True)
@@ -123,6 +147,7 @@ class FrameOutcome:
     read: int  # regions OCRed
     unchanged: int  # regions skipped because they did not change visibly
     timings_ms: dict[str, float] = field(default_factory=dict)
+    alignment: Alignment | None = None
 
 
 @dataclass
@@ -131,7 +156,11 @@ class _State:
     reading: Reading | None = None
     candidate: str | None = None
     run: int = 0
-    published: str | None = None
+    published: str | None = None  # the last valid text published
+    published_value: float | None = None
+    rejected: tuple[str, str] | None = None  # (text, reason) last reported invalid: reported once
+    invalid_out: bool = False  # the last report was invalid: the next valid reading is published
+    check: NumericCheck | None = None
 
 
 def signature(crop: np.ndarray) -> np.ndarray | None:
@@ -153,7 +182,7 @@ def difference(a: np.ndarray | None, b: np.ndarray | None) -> float:
 
 
 class RegionTracker:
-    """Per-camera region state; `update(frame)` returns the values to publish. One thread at a time."""
+    """Per-camera region state; `update(frame)` returns the values to report. One thread at a time."""
 
     def __init__(
         self,
@@ -162,26 +191,87 @@ class RegionTracker:
         *,
         change_threshold: float = 2.0,
         debounce_frames: int = 2,
+        memory: MeterMemory | None = None,
+        aligner: Aligner | None = None,
     ) -> None:
         self.engine = engine
         self.regions = tuple(regions) or (Region(WHOLE_FRAME, mode="text"),)
         self.change_threshold = change_threshold
         self.debounce_frames = max(1, debounce_frames)
         self._state = {r.name: _State() for r in self.regions}
+        for r in self.regions:
+            if r.numeric is not None:
+                if memory is None:
+                    raise ValueError(f"region {r.name} is numeric: the tracker needs a MeterMemory")
+                self._state[r.name].check = NumericCheck(r.name, r.numeric, memory)
+        self.memory = memory
+        self.aligner = aligner
+        self.alignment: Alignment | None = None  # the last frame's
+        self._misaligned: str | None = None  # the reason, while frames cannot be aligned
         self._warned: set[str] = set()
 
     def last_readings(self) -> dict[str, Reading | None]:
         return {name: st.reading for name, st in self._state.items()}
 
+    def status(self) -> dict[str, Any]:
+        """Per region: the last reading and what was last reported; the last alignment."""
+        regions = {}
+        for r, st in self._items():
+            entry: dict[str, Any] = {
+                "reading": st.reading.text if st.reading else None,
+                "published": st.published,
+                "valid": not st.invalid_out,
+                "rejected": {"text": st.rejected[0], "reason": st.rejected[1]} if st.rejected else None,
+            }
+            if r.numeric is not None and self.memory is not None:
+                last = self.memory.get(r.name)
+                entry["value"] = last.value if last else None
+                entry["unit"] = r.numeric.unit
+            if self.alignment is not None:
+                entry["alignment"] = self.alignment.to_dict()
+            regions[r.name] = entry
+        return {"regions": regions, "alignment": self.alignment.to_dict() if self.alignment else None}
+
+    def set_value(self, region: str, value: float) -> float | None:
+        """Set a numeric region's remembered value (cmd/set_value, on another thread: the memory has a
+        lock, and the region's check sees the new baseline at its next reading). Returns the old one."""
+        r = next((r for r in self.regions if r.name == region), None)
+        if r is None or r.numeric is None or self.memory is None:
+            numeric = [r.name for r in self.regions if r.numeric is not None]
+            raise KeyError(f"no numeric region {region!r} on this camera (numeric regions: {numeric})")
+        before = self.memory.get(region)
+        self.memory.set(region, Remembered(value, time.time(), "", "command"))
+        self._state[region].published_value = None  # the next valid reading is published, changed or not
+        return before.value if before else None
+
     def _read(self, region: Region, crop: np.ndarray) -> Reading:
-        result = self.engine.run_line(crop) if region.mode == "line" else self.engine.run(crop)
+        if region.mode == "line":
+            # A region is drawn on the camera's upright frame: no upside-down check (see run_line).
+            result = self.engine.run_line(crop, region.charset, upright=True)
+        else:
+            result = self.engine.run(crop, region.charset)
         text = region.clean(result.text)
         conf = min((line.confidence for line in result.lines), default=0.0)
-        return Reading(text=text, confidence=float(conf))
+        weakest = min(
+            (min(line.char_confidences, default=line.confidence) for line in result.lines), default=0.0
+        )
+        return Reading(text=text, confidence=float(conf), weakest=float(weakest))
 
-    def update(self, image: np.ndarray, *, force: bool = False) -> FrameOutcome:
-        """Analyse one frame. `force` (cmd/capture): read every region and publish every non-empty value."""
+    def update(self, image: np.ndarray, *, force: bool = False, at: float | None = None) -> FrameOutcome:
+        """Analyse one frame. `force` (cmd/capture): read every region and publish every non-empty value.
+        `at` is when the frame was captured (epoch seconds; the rate rules measure time by it)."""
         t0 = time.perf_counter()
+        at = time.time() if at is None else at
+        if self.aligner is not None:
+            a = self.alignment = self.aligner.align(image)
+            if not a.ok:
+                return FrameOutcome(
+                    self._not_aligned(a), 0, 0, {"total": (time.perf_counter() - t0) * 1000}, a
+                )
+            if self._misaligned is not None:
+                log.info("alignment: frames align again (shift %.0f px, turn %.1f degrees)", a.shift, a.angle)
+                self._misaligned = None
+            image = self.aligner.warp(image, a)
         values: list[RegionValue] = []
         read = unchanged = 0
         for region in self.regions:
@@ -205,36 +295,104 @@ class RegionTracker:
                 reading = self._read(region, np.ascontiguousarray(crop))
                 st.signature, st.reading = sig, reading
                 read += 1
-            value = self._debounce(region, st, reading, force)
+            value = self._judge(region, st, reading, crop, force, at)
             if value is not None:
                 values.append(value)
-        return FrameOutcome(tuple(values), read, unchanged, {"total": (time.perf_counter() - t0) * 1000})
+        timings = {"total": (time.perf_counter() - t0) * 1000}
+        return FrameOutcome(tuple(values), read, unchanged, timings, self.alignment)
 
-    def _debounce(self, region: Region, st: _State, reading: Reading, force: bool) -> RegionValue | None:
+    def _not_aligned(self, a: Alignment) -> tuple[RegionValue, ...]:
+        """Every region reports the failure once per episode (while it lasts, nothing more)."""
+        if self._misaligned is not None:
+            return ()
+        self._misaligned = a.reason or "not aligned"
+        log.warning("alignment: %s; regions are not read until frames align again", self._misaligned)
+        out = []
+        for region, st in self._items():
+            st.invalid_out = True
+            st.rejected = None
+            st.candidate, st.run = None, 0
+            out.append(
+                self._invalid(region, st, "", Reading("", 0.0), "alignment", self._misaligned, None, False)
+            )
+        return tuple(out)
+
+    def _invalid(
+        self, region: Region, st: _State, text: str, reading: Reading, reason: str, detail: str | None,
+        crop: np.ndarray | None, force: bool,
+    ) -> RegionValue:  # fmt: skip
+        last = self.memory.get(region.name) if region.numeric is not None and self.memory else None
+        return RegionValue(
+            region=region.name, text=text, valid=False, confidence=reading.confidence, previous=st.published,
+            forced=force, reason=reason, detail=detail, value=None,
+            last_value=last.value if last else None,
+            unit=region.numeric.unit if region.numeric else None,
+            withheld=bool(region.numeric and region.numeric.on_invalid == "withhold"),
+            numeric=region.numeric is not None,
+            crop=crop,
+        )  # fmt: skip
+
+    def _judge(
+        self, region: Region, st: _State, reading: Reading, crop: np.ndarray, force: bool, at: float
+    ) -> RegionValue | None:
         if not reading.text:
             st.candidate, st.run = None, 0
             return None
-        if reading.text == st.candidate:
+        text = reading.text
+        if text == st.candidate:
             st.run += 1
         else:
-            st.candidate, st.run = reading.text, 1
-        if force or (st.run >= self.debounce_frames and reading.text != st.published):
-            previous, st.published = st.published, reading.text
-            return RegionValue(
-                region=region.name,
-                text=reading.text,
-                valid=region.is_valid(reading.text),
-                confidence=reading.confidence,
-                previous=previous,
-                forced=force,
+            st.candidate, st.run = text, 1
+        if st.run < self.debounce_frames and not force:
+            return None
+        reason = detail = None
+        mc = region.min_confidence
+        if mc is not None and min(reading.confidence, reading.weakest) < mc:
+            reason = "low_confidence"
+            detail = (
+                f"character confidence {reading.weakest:.2f} (mean {reading.confidence:.2f}) is below {mc:g}"
             )
-        return None
+        elif not region.is_valid(text):
+            reason, detail = "pattern", f"{text!r} does not match {region.pattern!r}"
+        verdict = None
+        if reason is None and st.check is not None:
+            verdict = st.check.check(text, at)
+            if verdict.kind == "reject":
+                reason, detail = verdict.reason, verdict.detail
+        if reason is not None:
+            if (text, reason) == st.rejected and not force:
+                return None  # reported already; the value stands
+            st.rejected, st.invalid_out = (text, reason), True
+            return self._invalid(region, st, text, reading, reason, detail, crop.copy(), force)
+        st.rejected = None
+        if verdict is not None:  # numeric
+            same = verdict.kind == "same"
+            if same and st.published_value is not None and not st.invalid_out and not force:
+                return None
+            last = verdict.last
+            value = verdict.value
+            previous_text, st.published, st.published_value = st.published, text, value
+            st.invalid_out = False
+            return RegionValue(
+                region=region.name, text=text if not same or last is None else (last.text or text),
+                valid=True, confidence=reading.confidence, previous=previous_text, forced=force,
+                detail=verdict.detail, value=value,
+                last_value=None if same or last is None else last.value,
+                unit=region.numeric.unit if region.numeric else None, rebased=verdict.rebased, numeric=True,
+            )  # fmt: skip
+        if text == st.published and not st.invalid_out and not force:
+            return None
+        previous, st.published, st.invalid_out = st.published, text, False
+        return RegionValue(
+            region=region.name, text=text, valid=True, confidence=reading.confidence, previous=previous,
+            forced=force,
+        )  # fmt: skip
 
     def annotate(self, image: np.ndarray, values: Sequence[RegionValue]) -> np.ndarray:
         """The frame with every region's box and its last reading drawn (published values included)."""
         h, w = image.shape[:2]
         texts = {r.name: (st.reading.text if st.reading else "") for r, st in self._items()}
-        texts.update({v.region: v.text for v in values})
+        texts.update({v.region: v.text if v.valid else f"{v.text} ({v.reason})" for v in values})
         lines = tuple(
             TextLine(text=f"{r.name}: {texts[r.name]}", confidence=1.0, box=r.quad(w, h))
             for r in self.regions
@@ -278,6 +436,24 @@ class EvidenceStore:
             self._prune()
         return path
 
+    def save_rejected(self, crop: np.ndarray, captured_at: float, value: RegionValue) -> Path | None:
+        """A rejected reading's crop, enlarged, with what was read and why it was rejected drawn under it."""
+        h, w = crop.shape[:2]
+        scale = max(1.0, 96 / max(h, 1))
+        img = cv2.resize(crop, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_NEAREST)
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        caption = [f"read: {value.text or '(nothing)'}", f"rejected: {value.reason}"]
+        if value.last_value is not None:
+            caption.append(f"last value: {value.last_value:g}")
+        width = max(img.shape[1], 360)
+        panel = np.full((img.shape[0] + 24 * len(caption) + 8, width, 3), 255, np.uint8)
+        panel[: img.shape[0], : img.shape[1]] = img
+        for k, line in enumerate(caption):
+            y = img.shape[0] + 22 + 24 * k
+            cv2.putText(panel, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 160), 1, cv2.LINE_AA)
+        return self.save(panel, captured_at, f"{value.region}-rejected-{value.reason}")
+
     def _prune(self) -> None:
         files = []
         for p in self.directory.glob(f"{self.prefix}-*.jpg"):
@@ -308,21 +484,33 @@ def value_message(
     evidence: Path | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The payload of one published region value; its id is stable per (source, region, value, time)."""
+    """The payload of one reported region value; its id is stable per (source, region, value, time).
+
+    A numeric region's message has `value` (the accepted number; null when the reading was rejected:
+    a misread is never the value), `last_value` and `unit`. A rejected reading has `valid: false`, the
+    rule in `reason` and the sentence in `detail`.
+    """
     captured = iso(captured_at)
     msg: dict[str, Any] = {
-        "id": message_id(device_id, source, value.region, f"{value.text}\0{captured}"),
+        "id": message_id(device_id, source, value.region, f"{value.text}\0{value.reason}\0{captured}"),
         "device_id": device_id,
         "source": source,
         "region": value.region,
         "text": value.text,
         "valid": value.valid,
+        "reason": value.reason,
         "confidence": round(value.confidence, 4),
         "previous": value.previous,
         "captured_at": captured,
         "processed_at": iso(),
         "model": model,
     }
+    if value.detail:
+        msg["detail"] = value.detail
+    if value.numeric:
+        msg.update(value=value.value, last_value=value.last_value, unit=value.unit)
+    if value.rebased:
+        msg["rebased"] = True
     if value.forced:
         msg["forced"] = True
     if evidence is not None:
@@ -333,7 +521,8 @@ def value_message(
 
 
 class RegionAnalyzer:
-    """One camera's frames -> the messages to publish (tracker, evidence and message contract together)."""
+    """One camera's frames -> the messages to publish (alignment reference, tracker, evidence and the
+    message contract together)."""
 
     def __init__(
         self,
@@ -343,32 +532,104 @@ class RegionAnalyzer:
         *,
         model: dict[str, str] | None = None,
         evidence: EvidenceStore | None = None,
+        alignment: Any = None,  # config AlignmentConfig (patches and bounds), or None
+        reference_path: Path | None = None,
     ) -> None:
         self.source = source
         self.device_id = device_id
         self.tracker = tracker
         self.model = dict(model or {})
         self.evidence = evidence
+        self.alignment = alignment
+        self.reference_path = reference_path
+        self._new_reference = threading.Event()
+        self._aligner_error: str | None = None
+
+    def request_reference(self) -> None:
+        """The next analysed frame becomes the alignment reference (cmd/capture with reference: true)."""
+        self._new_reference.set()
+
+    def _ensure_aligner(self, image: np.ndarray) -> None:
+        cfg, path = self.alignment, self.reference_path
+        if cfg is None or path is None:
+            return
+        renew = self._new_reference.is_set()
+        if self.tracker.aligner is not None and not renew:
+            return
+        reference = None if renew else load_reference(path)
+        if reference is None:
+            if save_reference(path, image):
+                how = "as asked" if renew else "there was none"
+                log.warning(
+                    "camera %s: this frame is the alignment reference now (%s): %s", self.source, how, path
+                )
+            reference = image
+        self._new_reference.clear()
+        try:
+            self.tracker.aligner = Aligner(
+                reference, [tuple(p) for p in cfg.patches], max_shift_px=cfg.max_shift_px,
+                max_angle_deg=cfg.max_angle_deg, min_score=cfg.min_score,
+            )  # type: ignore[misc]  # fmt: skip
+            self._aligner_error = None
+        except ValueError as exc:
+            if self._aligner_error != str(exc):
+                log.error("camera %s: alignment cannot be used: %s (%s)", self.source, exc, path)
+            self._aligner_error = str(exc)
+            self.tracker.aligner = _Unalignable(str(exc))  # type: ignore[assignment]
 
     def messages(self, image: np.ndarray, captured_at: float, *, force: bool = False) -> list[dict[str, Any]]:
-        outcome = self.tracker.update(image, force=force)
+        self._ensure_aligner(image)
+        outcome = self.tracker.update(image, force=force, at=captured_at)
         if not outcome.values:
             return []
-        path = None
-        if self.evidence is not None:
-            label = "_".join(v.region for v in outcome.values)
-            path = self.evidence.save(self.tracker.annotate(image, outcome.values), captured_at, label)
-        return [
-            value_message(
-                device_id=self.device_id,
-                source=self.source,
-                value=v,
-                captured_at=captured_at,
-                model=self.model,
-                evidence=path,
+        frame_path = None
+        out = []
+        for v in outcome.values:
+            path = None
+            if self.evidence is not None:
+                if v.crop is not None:
+                    path = self.evidence.save_rejected(v.crop, captured_at, v)
+                else:
+                    if frame_path is None:
+                        label = "_".join(x.region for x in outcome.values)
+                        frame_path = self.evidence.save(
+                            self.tracker.annotate(image, outcome.values), captured_at, label
+                        )
+                    path = frame_path
+            if v.withheld:
+                log.warning(
+                    "camera %s: %s read %r: rejected (%s: %s), withheld",
+                    self.source,
+                    v.region,
+                    v.text,
+                    v.reason,
+                    v.detail,
+                )
+                continue
+            out.append(
+                value_message(
+                    device_id=self.device_id,
+                    source=self.source,
+                    value=v,
+                    captured_at=captured_at,
+                    model=self.model,
+                    evidence=path,
+                )  # fmt: skip
             )
-            for v in outcome.values
-        ]
+        return out
+
+
+class _Unalignable:
+    """Stands in for an Aligner that could not be built: every frame fails with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def align(self, frame: np.ndarray) -> Alignment:
+        return Alignment(False, reason=f"alignment is misconfigured: {self.reason}")
+
+    def warp(self, frame: np.ndarray, alignment: Alignment) -> np.ndarray:
+        return frame
 
 
 def regions_from_config(regions: Sequence[Any]) -> list[Region]:
@@ -380,7 +641,9 @@ def regions_from_config(regions: Sequence[Any]) -> list[Region]:
             polygon=tuple((float(p[0]), float(p[1])) for p in r.polygon) if r.polygon is not None else None,
             mode=r.mode,
             pattern=r.pattern,
-            charset=r.charset,
+            charset=r.allowed_chars(),
+            min_confidence=r.min_confidence,
+            numeric=NumericRules.from_config(r.numeric) if r.numeric is not None else None,
         )
         for r in regions
     ]

@@ -32,6 +32,8 @@ class TextLine:
     text: str
     confidence: float
     box: Quad
+    # Each character's probability (the weakest one tells more than the mean for a meter's digits).
+    char_confidences: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {

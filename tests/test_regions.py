@@ -28,7 +28,7 @@ class FakeEngine:
         self.texts = texts
         self.calls = 0
 
-    def _result(self, image: np.ndarray) -> OcrResult:
+    def _result(self, image: np.ndarray, charset: str | None = None, upright: bool = False) -> OcrResult:
         self.calls += 1
         text = self.texts.get(int(image[0, 0, 0]), "")
         h, w = image.shape[:2]

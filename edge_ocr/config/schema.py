@@ -175,6 +175,73 @@ class FolderSource(Section):
         return rules
 
 
+Box = tuple[StrictInt, ...]
+
+
+def _box_problem(box: tuple[int, ...]) -> str | None:
+    if len(box) != 4 or box[2] < 2 or box[3] < 2 or min(box[:2]) < 0:
+        return "must be [x, y, w, h] with x, y >= 0 and w, h >= 2"
+    return None
+
+
+class NumericConfig(Section):
+    """A region that shows a number (a meter): how to read it and which changes are plausible.
+
+    A rule that is not set does not apply. A reading that breaks one is never published as the value.
+    """
+
+    decimals: StrictInt | None = Field(
+        None, ge=0, le=9,
+        description="Digits after a fixed decimal point, inserted when the display's point is too faint "
+        "to read (any point read is ignored); null: the point is read from the display.",
+    )  # fmt: skip
+    signed: StrictBool = Field(False, description="The value may be negative (a leading minus sign).")
+    monotonic: Literal["increasing", "decreasing", "none"] = Field(
+        "none", description="`increasing`: a decrease is rejected (a counter); `decreasing`: an increase."
+    )
+    max_rate: StrictFloat | None = Field(
+        None, gt=0, description="Largest change per `rate_per` (minute or reading); null: no limit."
+    )
+    rate_per: Literal["minute", "reading"] = Field(
+        "minute", description="`max_rate` is per minute of elapsed time, or per accepted reading."
+    )
+    max_jump: StrictFloat | None = Field(
+        None, gt=0, description="Largest change from the last accepted value at once; null: no limit."
+    )
+    hysteresis: StrictFloat = Field(
+        0.0, ge=0,
+        description="A change this small is jitter (the last digit flickering): not published, and not "
+        "a break of `monotonic`.",
+    )  # fmt: skip
+    unit: StrictStr | None = Field(None, description="Unit of the value (m³, kWh, °C); sent as `unit`.")
+    on_invalid: Literal["publish", "withhold"] = Field(
+        "publish",
+        description="A reading that breaks a rule: `publish` it with valid: false and the reason, or "
+        "`withhold` it (logged and kept as evidence only).",
+    )
+    accept_after_s: StrictFloat | None = Field(
+        600.0, ge=0,
+        description="Rejected readings that agree with each other this long (and at least 3 times) are "
+        "accepted as the new truth, and that is reported; null: never.",
+    )  # fmt: skip
+
+
+class RegionHomeAssistant(Section):
+    """The Home Assistant sensor of one region (with `mqtt.homeassistant.enabled`)."""
+
+    enabled: StrictBool = Field(True, description="Publish a sensor and a problem sensor for this region.")
+    name: StrictStr | None = Field(None, description="Sensor name; default `<source> <region>`.")
+    device_class: StrictStr | None = Field(
+        None, description="Home Assistant device class: water, gas, energy, power, temperature, ..."
+    )
+    state_class: Literal["measurement", "total", "total_increasing"] | None = Field(
+        None,
+        description="Default: `total_increasing` for `monotonic: increasing` meters, `measurement` for "
+        "other numeric regions, none for text.",
+    )
+    icon: StrictStr | None = Field(None, description="An mdi: icon.")
+
+
 class RegionConfig(Section):
     """A region of interest on a camera's frames, read on its own."""
 
@@ -190,7 +257,20 @@ class RegionConfig(Section):
         None, description="Regex the whole value must match; else it is sent with valid: false."
     )
     charset: StrictStr | None = Field(
-        None, description="Allowed characters; others are removed from the value."
+        None,
+        description="Allowed characters: the recognizer chooses among these only (an O-shaped digit is "
+        "read as 0). Default for a numeric region: digits, the point unless `decimals` is set, and the "
+        "minus if `signed`.",
+    )
+    min_confidence: StrictFloat | None = Field(
+        None, ge=0, le=1,
+        description="A reading whose mean or weakest character probability is lower is rejected "
+        "(reason `low_confidence`).",
+    )  # fmt: skip
+    numeric: NumericConfig | None = Field(None, description="The region shows a number: plausibility rules.")
+    homeassistant: RegionHomeAssistant = Field(
+        default_factory=RegionHomeAssistant,  # type: ignore[arg-type]
+        description="Its Home Assistant sensor.",
     )
 
     def rules(self) -> Rules:
@@ -201,8 +281,8 @@ class RegionConfig(Section):
         if self.box is None and self.polygon is None:
             rules.add("box", "a region needs box: [x, y, w, h] or polygon: [[x, y] x4]")
         box, polygon = self.box, self.polygon
-        if box is not None and (len(box) != 4 or box[2] < 2 or box[3] < 2 or min(box[:2]) < 0):
-            rules.add("box", "must be [x, y, w, h] with x, y >= 0 and w, h >= 2")
+        if box is not None and (problem := _box_problem(box)):
+            rules.add("box", problem)
         if polygon is not None and (len(polygon) != 4 or any(len(p) != 2 for p in polygon)):
             rules.add("polygon", "must be 4 points [[x, y], [x, y], [x, y], [x, y]]")
         if self.pattern is not None:
@@ -212,7 +292,16 @@ class RegionConfig(Section):
                 rules.add("pattern", f"not a valid regular expression: {exc}")
         if self.charset == "":
             rules.add("charset", "must not be empty (leave it out to allow every character)")
+        elif self.numeric is not None and not any(c.isdigit() for c in self.charset or "0"):
+            rules.add("charset", "a numeric region's charset needs digits")
         return rules
+
+    def allowed_chars(self) -> str | None:
+        """The characters the recognizer may choose among (None: all the model knows)."""
+        if self.charset is not None or self.numeric is None:
+            return self.charset
+        n = self.numeric
+        return "0123456789" + (".," if n.decimals is None else "") + ("-" if n.signed else "")
 
 
 class EvidenceConfig(Section):
@@ -221,6 +310,37 @@ class EvidenceConfig(Section):
     dir: ConfigPath | None = Field(None, description="Folder; default <state_dir>/evidence/<name>.")
     max_files: StrictInt = Field(200, ge=1, description="Frames kept, at most.")
     max_mb: StrictFloat = Field(50.0, ge=0.01, description="MiB kept, at most.")
+
+
+class AlignmentConfig(Section):
+    """Re-align every frame to a reference frame by one or two patches of it, before regions are cut."""
+
+    patches: tuple[Box, ...] = Field(
+        description="One or two [x, y, w, h] boxes on the reference frame holding something fixed and "
+        "textured (a label, a screw, the meter's frame edge). One patch corrects a shift; two, also a "
+        "turn. Keep them out of the changing digits."
+    )
+    reference: ConfigPath | None = Field(
+        None,
+        description="The reference image; default <state_dir>/reference/<source>.png, saved by "
+        "`cmd/capture {\"source\": ..., \"reference\": true}` (or from the first frame when missing).",
+    )
+    max_shift_px: StrictFloat = Field(
+        80.0, gt=0, description="A larger shift from the reference is not trusted: the frame is not read."
+    )
+    max_angle_deg: StrictFloat = Field(10.0, gt=0, le=45, description="The same for a turn.")
+    min_score: StrictFloat = Field(
+        0.5, ge=0, le=1, description="Least normalized match score of every patch (1: identical)."
+    )
+
+    def rules(self) -> Rules:
+        rules = Rules()
+        if not 1 <= len(self.patches) <= 2:
+            rules.add("patches", "give one or two patches")
+        for j, box in enumerate(self.patches):
+            if problem := _box_problem(box):
+                rules.add(("patches", j), problem)
+        return rules
 
 
 def _is_file_url(url: str) -> bool:
@@ -261,7 +381,11 @@ class CameraSource(Section):
         2, ge=1, description="A new value is sent once read the same on this many frames."
     )
     evidence: EvidenceConfig | None = Field(
-        None, description="Save the frame when a value changes; null: off."
+        None,
+        description="Save the frame when a value changes, and the crop of a rejected reading; null: off.",
+    )
+    alignment: AlignmentConfig | None = Field(
+        None, description="Re-align frames to a reference before cutting regions; null: off."
     )
     password_file: ConfigPath | None = Field(None, description="File holding the stream password.")
     password_env: StrictStr | None = Field(
@@ -303,6 +427,8 @@ class CameraSource(Section):
                 )
             seen.setdefault(region.name, j)
             rules.extend(("regions", j), region.rules())
+        if self.alignment is not None:
+            rules.extend(("alignment",), self.alignment.rules())
         return rules
 
     def read_password(self) -> str | None:

@@ -1,27 +1,52 @@
-"""Greedy CTC decoding with per-line confidence."""
+"""Greedy CTC decoding, optionally constrained to a set of characters, with per-character confidences."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 
-def greedy_decode(probs: np.ndarray, charset: tuple[str, ...]) -> list[tuple[str, float]]:
+class Decoded(NamedTuple):
+    """One decoded line: the text, its mean character probability, and each character's probability."""
+
+    text: str
+    confidence: float
+    char_confidences: tuple[float, ...] = ()
+
+
+def class_mask(charset: tuple[str, ...], allowed: str) -> np.ndarray:
+    """A bool mask over the model's classes: the blank and the classes whose symbol is in `allowed`."""
+    keep = set(allowed)
+    return np.array([True] + [c in keep for c in charset], dtype=bool)
+
+
+def greedy_decode(
+    probs: np.ndarray, charset: tuple[str, ...], mask: np.ndarray | None = None
+) -> list[Decoded]:
     """Decode a (batch, time, classes) softmax output.
 
     Index 0 is the CTC blank; class k >= 1 is charset[k-1]. Repeats are merged, then blanks dropped.
-    Confidence is the mean probability of the kept characters (0 for an empty line).
+    With `mask`, classes outside it are removed *before* the best path is taken and the probabilities
+    are renormalized over the allowed ones: a digits-only region whose glyph the model found most like
+    "O" then reads the "0" it also considered, with the probability it has among digits (what the
+    model would say had it been trained on digits alone), instead of losing the character afterwards.
     """
+    if mask is not None:
+        probs = probs * mask  # broadcast over (batch, time)
+        probs = probs / np.maximum(probs.sum(axis=2, keepdims=True), 1e-12)
     idx = probs.argmax(axis=2)
-    prob = probs.max(axis=2)
-    out: list[tuple[str, float]] = []
+    prob = np.take_along_axis(probs, idx[..., None], axis=2)[..., 0]
+    out: list[Decoded] = []
     for b in range(idx.shape[0]):
         seq = idx[b]
         keep = seq != 0
         keep[1:] &= seq[1:] != seq[:-1]
         chars = seq[keep]
         if chars.size == 0:
-            out.append(("", 0.0))
+            out.append(Decoded("", 0.0))
             continue
         text = "".join(charset[c - 1] for c in chars)
-        out.append((text, float(prob[b][keep].mean())))
+        per_char = tuple(float(p) for p in prob[b][keep])
+        out.append(Decoded(text, float(np.mean(per_char)), per_char))
     return out

@@ -8,13 +8,14 @@ lines are short, and padding is compute spent on nothing.
 from __future__ import annotations
 
 import math
+import threading
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 
 from edge_ocr.errors import ModelError
-from edge_ocr.inference.ctc import greedy_decode
+from edge_ocr.inference.ctc import Decoded, class_mask, greedy_decode
 from edge_ocr.inference.session import run
 from edge_ocr.preprocess import normalize_chw
 
@@ -35,7 +36,8 @@ def charset_from_metadata(session: ort.InferenceSession) -> tuple[str, ...]:
 
 
 class Recognizer:
-    """Immutable; `recognize(crops)` returns (text, confidence) per crop, in input order."""
+    """Immutable (but for a cache of class masks); `recognize(crops)` returns a `Decoded` per crop, in
+    input order."""
 
     def __init__(
         self,
@@ -52,6 +54,16 @@ class Recognizer:
         self.batch_columns = batch_columns
         self.min_width = min_width
         self.max_width = max_width
+        self._masks: dict[str, np.ndarray] = {}
+        self._masks_lock = threading.Lock()
+
+    def mask(self, allowed: str) -> np.ndarray:
+        """The class mask for a region's characters (computed once per distinct set)."""
+        key = "".join(sorted(set(allowed)))
+        with self._masks_lock:
+            if key not in self._masks:
+                self._masks[key] = class_mask(self.charset, key)
+            return self._masks[key]
 
     def _width(self, img: np.ndarray) -> int:
         h, w = img.shape[:2]
@@ -85,8 +97,10 @@ class Recognizer:
                 batches.append(([i], bw))
         return batches
 
-    def recognize(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
-        results: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+    def recognize(self, crops: list[np.ndarray], allowed: str | None = None) -> list[Decoded]:
+        """Read each crop; with `allowed`, the decoder chooses among those characters only."""
+        mask = self.mask(allowed) if allowed is not None else None
+        results: list[Decoded] = [Decoded("", 0.0)] * len(crops)
         widths = [self._width(c) for c in crops]
         for idx, bw in self._batches(widths):
             batch = np.zeros((len(idx), 3, HEIGHT, bw), dtype=np.float32)
@@ -96,6 +110,6 @@ class Recognizer:
                     cv2.resize(crops[i], (rw, HEIGHT), interpolation=cv2.INTER_LINEAR)
                 )
             probs = run(self._session, {self._input: batch})[0]
-            for k, decoded in enumerate(greedy_decode(probs, self.charset)):
+            for k, decoded in enumerate(greedy_decode(probs, self.charset, mask)):
                 results[idx[k]] = decoded
         return results

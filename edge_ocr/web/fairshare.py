@@ -84,10 +84,10 @@ class GatedEngine:
     def models(self) -> dict[str, Any]:
         return self._engine.models  # type: ignore[no-any-return]
 
-    def run(self, image: Any) -> Any:
+    def run(self, image: Any, charset: str | None = None) -> Any:
         with self._gate.slot(self._kind):
-            return self._engine.run(image)
+            return self._engine.run(image, charset)
 
-    def run_line(self, image: Any) -> Any:
+    def run_line(self, image: Any, charset: str | None = None, *, upright: bool = False) -> Any:
         with self._gate.slot(self._kind):
-            return self._engine.run_line(image)
+            return self._engine.run_line(image, charset, upright=upright)
