@@ -76,13 +76,20 @@ def _match(
     """The best match of `template` whose centre lies within `margin` px of `centre`: (cx, cy, score)."""
     th, tw = template.shape[:2]
     h, w = grey.shape[:2]
-    x0 = max(0, int(math.floor(centre[0] - tw / 2 - margin)))
-    y0 = max(0, int(math.floor(centre[1] - th / 2 - margin)))
-    x1 = min(w, int(math.ceil(centre[0] + tw / 2 + margin)))
-    y1 = min(h, int(math.ceil(centre[1] + th / 2 + margin)))
-    if x1 - x0 < tw or y1 - y0 < th:
+    x0 = int(math.floor(centre[0] - tw / 2 - margin))
+    y0 = int(math.floor(centre[1] - th / 2 - margin))
+    x1 = int(math.ceil(centre[0] + tw / 2 + margin))
+    y1 = int(math.ceil(centre[1] + th / 2 + margin))
+    window = grey[max(0, y0) : max(0, min(h, y1)), max(0, x0) : max(0, min(w, x1))]
+    if window.shape[0] < 2 or window.shape[1] < 2:
         return centre[0], centre[1], 0.0
-    res = cv2.matchTemplate(grey[y0:y1, x0:x1], template, cv2.TM_CCOEFF_NORMED)
+    # A patch near the frame's edge may be pushed partly out of it by the very shift we look for: the
+    # window is extended with replicated border so the part still in view can be matched (at a lower
+    # score, which min_score then judges).
+    pad = (max(0, -y0), max(0, y1 - h), max(0, -x0), max(0, x1 - w))
+    if any(pad):
+        window = cv2.copyMakeBorder(window, *pad, cv2.BORDER_REPLICATE)
+    res = cv2.matchTemplate(window, template, cv2.TM_CCOEFF_NORMED)
     _, score, _, (bx, by) = cv2.minMaxLoc(res)
     fx, fy = float(bx), float(by)
     # Sub-pixel peak from a parabola through the neighbours: a turn is estimated from two points a few

@@ -160,6 +160,7 @@ class _State:
     published_value: float | None = None
     rejected: tuple[str, str] | None = None  # (text, reason) last reported invalid: reported once
     invalid_out: bool = False  # the last report was invalid: the next valid reading is published
+    reason: str | None = None  # why it was invalid
     check: NumericCheck | None = None
 
 
@@ -221,6 +222,7 @@ class RegionTracker:
                 "reading": st.reading.text if st.reading else None,
                 "published": st.published,
                 "valid": not st.invalid_out,
+                "reason": st.reason if st.invalid_out else None,
                 "rejected": {"text": st.rejected[0], "reason": st.rejected[1]} if st.rejected else None,
             }
             if r.numeric is not None and self.memory is not None:
@@ -322,6 +324,7 @@ class RegionTracker:
         crop: np.ndarray | None, force: bool,
     ) -> RegionValue:  # fmt: skip
         last = self.memory.get(region.name) if region.numeric is not None and self.memory else None
+        st.reason = reason
         return RegionValue(
             region=region.name, text=text, valid=False, confidence=reading.confidence, previous=st.published,
             forced=force, reason=reason, detail=detail, value=None,

@@ -60,6 +60,25 @@ class StatusCollector(Collector):
             [({"folder": f["folder"], "path": f["path"]}, f["free_bytes"]) for f in storage
              if f["free_bytes"] is not None],
         )  # fmt: skip
+        cameras = [(n, c) for n, c in (st.get("sources") or {}).items() if c.get("type") == "camera"]
+        aligned = [(n, c["alignment"]) for n, c in cameras if c.get("alignment")]
+        for metric, key, doc in (
+            ("edge_ocr_camera_alignment_shift_px", "shift_px", "How far the view moved from the reference."),
+            ("edge_ocr_camera_alignment_angle_degrees", "angle_deg", "Its turn, degrees."),
+            ("edge_ocr_camera_alignment_score", "score", "Worst patch match score."),
+            ("edge_ocr_camera_aligned", "ok", "1 while frames align."),
+        ):
+            yield self._family("gauge", metric, doc, [({"source": n}, float(a[key])) for n, a in aligned])
+        invalid = [
+            ({"source": n, "region": r, "reason": e.get("reason") or ""}, float(not e["valid"]))
+            for n, c in cameras
+            for r, e in (c.get("regions") or {}).items()
+        ]
+        yield self._family(
+            "gauge", "edge_ocr_region_invalid",
+            "1 while a camera region's last report was not valid (a rule, low confidence, alignment).",
+            invalid,
+        )  # fmt: skip
         yield self._family(
             "gauge", "edge_ocr_storage_ok",
             "1 while a folder is usable; 0 with its condition (low_space, full, read_only, ...).",
