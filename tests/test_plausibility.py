@@ -96,7 +96,8 @@ def test_an_unwritable_memory_keeps_checking_in_memory(tmp_path) -> None:
         blocker = tmp_path / "meters"
         blocker.mkdir()
         blocker.chmod(0o500)
-    c = NumericCheck("reading", NumericRules(monotonic="increasing"), MeterMemory(tmp_path / "meters" / "c.json"))
+    memory = MeterMemory(tmp_path / "meters" / "c.json")
+    c = NumericCheck("reading", NumericRules(monotonic="increasing"), memory)
     assert c.check("10", T0).kind == "accept"
     assert c.check("9", T0 + 1).reason == "monotonic"
 
