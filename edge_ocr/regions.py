@@ -43,7 +43,7 @@ import numpy as np
 from edge_ocr.alignment import Aligner, Alignment, load_reference, save_reference
 from edge_ocr.draw import render
 from edge_ocr.plausibility import MeterMemory, NumericCheck, NumericRules, Remembered
-from edge_ocr.preprocess import crop_box, crop_quad
+from edge_ocr.preprocess import crop_box, crop_quad, suppress_ghosts
 from edge_ocr.results import iso, message_id
 from edge_ocr.types import OcrResult, Quad, TextLine
 
@@ -65,6 +65,7 @@ class Region:
     charset: str | None = None  # the characters the decoder may choose among (None: all)
     min_confidence: float | None = None
     numeric: NumericRules | None = None
+    suppress_ghosts: bool = False  # whiten an LCD's unlit segments before reading (preprocess)
 
     def __post_init__(self) -> None:
         if self.box is not None and self.polygon is not None:
@@ -247,6 +248,8 @@ class RegionTracker:
         return before.value if before else None
 
     def _read(self, region: Region, crop: np.ndarray) -> Reading:
+        if region.suppress_ghosts:
+            crop = suppress_ghosts(crop)
         if region.mode == "line":
             # A region is drawn on the camera's upright frame: no upside-down check (see run_line).
             result = self.engine.run_line(crop, region.charset, upright=True)
@@ -647,6 +650,7 @@ def regions_from_config(regions: Sequence[Any]) -> list[Region]:
             charset=r.allowed_chars(),
             min_confidence=r.min_confidence,
             numeric=NumericRules.from_config(r.numeric) if r.numeric is not None else None,
+            suppress_ghosts=r.ghosts == "suppress" or (r.ghosts == "auto" and r.numeric is not None),
         )
         for r in regions
     ]

@@ -196,3 +196,23 @@ def tracker_value(region: str, text: str):
 def test_region_needs_box_or_polygon_not_both() -> None:
     with pytest.raises(ValueError):
         Region("r", box=(0, 0, 1, 1), polygon=((0, 0), (1, 0), (1, 1), (0, 1)))
+
+
+def test_lcd_ghost_segments_are_not_read_as_digits(engine, tmp_path) -> None:
+    """Blank leading cells of an LCD still show a faint 8: a numeric region reads the value, not them."""
+    from edge_ocr.bench.meter import LCD_BOX, meter_frame
+    from edge_ocr.plausibility import MeterMemory, NumericRules
+
+    rules = NumericRules(decimals=1)
+    wrong = 0
+    for seed, text in enumerate(["4865.6", "9340.6", "318.7", "2681.1"]):
+        frame = meter_frame(text, ghost=0.25, noise=4, seed=seed)
+        read = {}
+        for ghosts in (False, True):
+            region = Region("r", box=LCD_BOX, charset="0123456789.", numeric=rules, suppress_ghosts=ghosts)
+            memory = MeterMemory(tmp_path / f"{seed}-{ghosts}.json")
+            (value,) = RegionTracker(engine, [region], debounce_frames=1, memory=memory).update(frame).values
+            read[ghosts] = value.value if value.valid else None
+        assert read[True] == pytest.approx(float(text)), (text, read)
+        wrong += read[False] != pytest.approx(float(text))
+    assert wrong >= 2  # raw, the ghosts are read (this is what suppression is for)

@@ -268,6 +268,11 @@ class RegionConfig(Section):
         "(reason `low_confidence`).",
     )  # fmt: skip
     numeric: NumericConfig | None = Field(None, description="The region shows a number: plausibility rules.")
+    ghosts: Literal["auto", "suppress", "keep"] = Field(
+        "auto",
+        description="An LCD's unlit segments stay faintly visible and read as 8s and points: `suppress` "
+        "whitens them before reading; `auto`: for numeric regions.",
+    )
     homeassistant: RegionHomeAssistant = Field(
         default_factory=RegionHomeAssistant,  # type: ignore[arg-type]
         description="Its Home Assistant sensor.",
