@@ -625,7 +625,10 @@ class Daemon:
         messages = analyzer.messages(frame.image, frame.captured_at, force=frame.forced)
         view = gen.views.get(name)
         if view is not None:
-            view.update(frame.image, frame.captured_at, analyzer.tracker.last_readings(), messages)
+            view.update(
+                frame.image, frame.captured_at, analyzer.tracker.last_readings(), messages,
+                analyzer.tracker.alignment,
+            )  # fmt: skip
         qos = cfg.mqtt.qos if cfg.mqtt else 1
         for msg in messages:
             payload = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()

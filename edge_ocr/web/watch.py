@@ -32,16 +32,28 @@ class CameraView:
         self._captured_at: float | None = None
         self._readings: dict[str, Any] = {}
         self._values: dict[str, dict[str, Any]] = {}
+        self._alignment: Any = None  # edge_ocr.alignment.Alignment of the frame shown
 
     def update(self, image: np.ndarray, captured_at: float, readings: dict[str, Any],
-               messages: list[dict[str, Any]]) -> None:  # fmt: skip
+               messages: list[dict[str, Any]], alignment: Any = None) -> None:  # fmt: skip
         with self._lock:
             self._image, self._captured_at = image, captured_at
             self._seq += 1
             self._readings = dict(readings)
+            self._alignment = alignment
             for m in messages:
-                keep = ("text", "valid", "confidence", "captured_at")
+                keep = ("text", "valid", "reason", "value", "unit", "confidence", "captured_at")
                 self._values[m["region"]] = {k: m.get(k) for k in keep}
+
+    def _quad(self, region: Any, w: int, h: int, alignment: Any) -> list[list[float]]:
+        """The region's corners on the frame as shown: regions are configured on the reference frame,
+        so with alignment they are drawn where the re-aligned frame found them (the inverse warp)."""
+        pts = np.asarray(region.quad(w, h), np.float64)
+        matrix = getattr(alignment, "matrix", None)
+        if matrix is not None:
+            inverse = cv2.invertAffineTransform(matrix)
+            pts = pts @ inverse[:, :2].T + inverse[:, 2]
+        return [[round(float(x), 1), round(float(y), 1)] for x, y in pts]
 
     def jpeg(self) -> bytes | None:
         with self._lock:
@@ -61,20 +73,23 @@ class CameraView:
     def status(self) -> dict[str, Any]:
         with self._lock:
             image, captured_at, seq = self._image, self._captured_at, self._seq
-            readings, values = self._readings, self._values
+            readings, values, alignment = self._readings, self._values, self._alignment
         h, w = image.shape[:2] if image is not None else (0, 0)
         regions = []
         for r in self.regions:
+            pub = values.get(r.name)
             reading = readings.get(r.name)
             text = reading.text if reading is not None else None
             regions.append({
                 "name": r.name,
                 "mode": r.mode,
-                "quad": [[round(x, 1), round(y, 1)] for x, y in r.quad(w, h)] if w else None,
+                "quad": self._quad(r, w, h, alignment) if w else None,
                 "text": text,
                 "confidence": round(reading.confidence, 4) if reading is not None else None,
-                "valid": r.is_valid(text) if text is not None else None,
-                "published": values.get(r.name),
+                # What was last reported decides (a rule or the alignment may have rejected it).
+                "valid": pub["valid"] if pub else (r.is_valid(text) if text else None),
+                "reason": pub.get("reason") if pub else None,
+                "published": pub,
             })  # fmt: skip
         return {
             "name": self.name,
@@ -83,6 +98,7 @@ class CameraView:
             "height": h,
             "captured_at": iso(captured_at) if captured_at is not None else None,
             "regions": regions,
+            "alignment": alignment.to_dict() if alignment is not None else None,
         }
 
 

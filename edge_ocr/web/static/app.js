@@ -214,8 +214,11 @@ function regionTable(view) {
     const tr = element("tr");
     tr.appendChild(element("td", "", r.name));
     tr.appendChild(element("td", "", r.text === null ? "—" : r.text));
-    tr.appendChild(element("td", r.valid === false ? "invalid" : "valid", r.valid === null ? "—" : r.valid ? "yes" : "no"));
-    tr.appendChild(element("td", "", r.published ? r.published.text : "—"));
+    const verdict = r.valid === null ? "—" : r.valid ? "yes" : "no" + (r.reason ? " (" + r.reason + ")" : "");
+    tr.appendChild(element("td", r.valid === false ? "invalid" : "valid", verdict));
+    const pub = r.published;
+    const shown = pub && pub.value !== undefined && pub.value !== null ? pub.value + (pub.unit ? " " + pub.unit : "") : pub ? pub.text : "—";
+    tr.appendChild(element("td", "", shown));
     tr.appendChild(element("td", "", r.published ? r.published.captured_at : view.captured_at || "—"));
     table.appendChild(tr);
   }
