@@ -216,3 +216,21 @@ def test_lcd_ghost_segments_are_not_read_as_digits(engine, tmp_path) -> None:
         assert read[True] == pytest.approx(float(text)), (text, read)
         wrong += read[False] != pytest.approx(float(text))
     assert wrong >= 2  # raw, the ghosts are read (this is what suppression is for)
+
+
+def test_a_one_segment_step_of_the_last_digit_is_read(engine, tmp_path) -> None:
+    """8 -> 9 on an 8-digit LCD changes one segment: change skipping must still see it, and noise not."""
+    from edge_ocr.bench.meter import LCD_BOX, meter_frame
+    from edge_ocr.plausibility import MeterMemory, NumericRules
+
+    rules = NumericRules(decimals=3)
+    region = Region("r", box=LCD_BOX, charset="0123456789.", numeric=rules, suppress_ghosts=True)
+    tracker = RegionTracker(engine, [region], debounce_frames=2, memory=MeterMemory(tmp_path / "m.json"))
+    published, reads = [], 0
+    for k, text in enumerate(["01234.778", "01234.779", "01235.715", "01235.716"]):
+        for j in range(3):  # the same value on 3 frames, with fresh sensor noise each
+            out = tracker.update(meter_frame(text, noise=4, ghost=0.2, seed=10 * k + j))
+            reads += out.read
+            published += [v.text for v in out.values]
+    assert published == ["01234.778", "01234.779", "01235.715", "01235.716"]
+    assert reads == 4  # once per value: noise alone is no change
