@@ -889,10 +889,11 @@ class Daemon:
 
     def _maybe_publish_stats(self) -> None:
         gen = self.gen
-        if gen is None or gen.publisher is None or self.cfg.mqtt is None:
-            return
+        mqtt = self.cfg.mqtt
+        if gen is None or gen.publisher is None or mqtt is None or mqtt.stats_interval_s <= 0:
+            return  # 0: off (it was "every loop tick": about once a second)
         now = time.monotonic()
-        if now - self._last_stats >= self.cfg.mqtt.stats_interval_s:
+        if now - self._last_stats >= mqtt.stats_interval_s:
             self._last_stats = now
             gen.publisher.publish_stats(self.status())
 
