@@ -60,6 +60,7 @@ def _engine_from_args(args: argparse.Namespace):  # -> Engine, imported lazily f
 def cmd_ocr(args: argparse.Namespace) -> int:
     from edge_ocr.decode import read_image
     from edge_ocr.draw import draw_result
+    from edge_ocr.preprocess import suppress_ghosts
 
     engine = _engine_from_args(args)
     inputs = list(_expand(args.paths))
@@ -70,7 +71,12 @@ def cmd_ocr(args: argparse.Namespace) -> int:
     for path in inputs:
         try:
             image = read_image(path, max_pixels=args.max_pixels)
-            result = engine.run_line(image) if args.line else engine.run(image)
+            if args.suppress_ghosts:
+                image = suppress_ghosts(image)
+            if args.line:
+                result = engine.run_line(image, args.charset, upright=args.suppress_ghosts)
+            else:
+                result = engine.run(image, args.charset)
         except EdgeOcrError as exc:
             failures += 1
             if args.json:
@@ -224,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
     p.add_argument("--line", action="store_true", help="each input is one text line (no detection)")
     p.add_argument("--draw", metavar="DIR", help="write each image with boxes and text drawn over it")
+    p.add_argument(
+        "--charset", metavar="CHARS", help="read only these characters (e.g. 0123456789. for a meter)"
+    )
+    p.add_argument(
+        "--suppress-ghosts",
+        action="store_true",
+        help="an LCD: whiten its faint unlit segments first (with --line: read it upright)",
+    )
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images (bombs)")
     _add_engine_options(p)
     p.set_defaults(func=cmd_ocr)

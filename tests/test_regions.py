@@ -234,3 +234,25 @@ def test_a_one_segment_step_of_the_last_digit_is_read(engine, tmp_path) -> None:
             published += [v.text for v in out.values]
     assert published == ["01234.778", "01234.779", "01235.715", "01235.716"]
     assert reads == 4  # once per value: noise alone is no change
+
+
+def test_cli_reads_an_lcd_with_charset_and_ghost_suppression(tmp_path) -> None:
+    """`edge-ocr ocr --line --charset ... --suppress-ghosts`: what a user tries on a saved meter crop."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from edge_ocr.bench.meter import LCD_BOX, meter_frame
+
+    x, y, w, h = LCD_BOX
+    crop = tmp_path / "lcd.png"
+    cv2.imwrite(str(crop), meter_frame("48656", ghost=0.25, noise=4, seed=1)[y : y + h, x : x + w])
+    exe = str(Path(sys.executable).with_name("edge-ocr"))
+    plain = subprocess.run([exe, "ocr", "--line", str(crop)], capture_output=True, text=True, timeout=120)
+    meter = subprocess.run(
+        [exe, "ocr", "--line", "--charset", "0123456789", "--suppress-ghosts", str(crop)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert meter.returncode == 0, meter.stderr
+    assert meter.stdout.strip() == "48656"
+    assert plain.stdout.strip() != "48656"  # the blank cells ghost 8s and points, read raw
