@@ -39,6 +39,7 @@ from edge_ocr.config import Config, load_config
 from edge_ocr.config import FolderSource as FolderConfig
 from edge_ocr.decode import decode
 from edge_ocr.errors import ConfigError, EdgeOcrError, PublishError
+from edge_ocr.evidence import EvidenceStore
 from edge_ocr.notify import Notifier, watchdog_interval_s
 from edge_ocr.outbox import Outbox
 from edge_ocr.pipeline import Engine, EngineSettings
@@ -47,7 +48,7 @@ from edge_ocr.publish.homeassistant import RegionSensor
 from edge_ocr.publish.mqtt import MqttPublisher
 from edge_ocr.publish.stdout import StdoutPublisher
 from edge_ocr.publish.topics import Command, Topics
-from edge_ocr.regions import EvidenceStore, RegionAnalyzer, RegionTracker, regions_from_config
+from edge_ocr.regions import RegionAnalyzer, RegionTracker, regions_from_config
 from edge_ocr.results import message_id, result_message, safe_topic_level
 from edge_ocr.sources.camera import CameraSource, CapturedFrame, settings_from_config
 from edge_ocr.sources.folder import FinishError, FolderItem, FolderSettings, FolderSource

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from edge_ocr.bench.camera import FRAME, METER_BOX, meter_frame
+from edge_ocr.evidence import EvidenceStore
 from edge_ocr.regions import (
     WHOLE_FRAME,
-    EvidenceStore,
     Region,
     RegionAnalyzer,
     RegionTracker,
