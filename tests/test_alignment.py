@@ -55,3 +55,33 @@ def test_reference_round_trip_and_damage(tmp_path) -> None:
     assert np.array_equal(load_reference(path), image)  # lossless
     path.write_bytes(b"\x89PNG broken")
     assert load_reference(path) is None
+
+
+def test_alignment_and_region_validity_are_exported_as_metrics() -> None:
+    """What a fleet dashboard scrapes: the shift per camera, and which region is invalid and why."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from edge_ocr.web.metrics import StatusCollector
+
+    reference = meter_frame("00123.456", noise=0)
+    a = aligner(reference).align(meter_frame("00123.456", drift=(20.0, 0.0, 2.0), noise=2))
+    status = {
+        "sources": {
+            "meter": {
+                "type": "camera",
+                "alignment": a.to_dict(),
+                "regions": {"reading": {"valid": False, "reason": "monotonic"}, "unit": {"valid": True}},
+            },
+            "inbox": {"type": "folder"},
+        }
+    }
+    registry = CollectorRegistry()
+    registry.register(StatusCollector(lambda: status, lambda: True, "dev1"))
+    text = generate_latest(registry).decode()
+    shift = next(ln for ln in text.splitlines() if ln.startswith("edge_ocr_camera_alignment_shift_px{"))
+    assert 'source="meter"' in shift and float(shift.split()[-1]) == pytest.approx(a.shift, abs=0.1)
+    assert a.shift > 15
+    invalid = [ln for ln in text.splitlines() if ln.startswith("edge_ocr_region_invalid{")]
+    reading = next(ln for ln in invalid if 'region="reading"' in ln)
+    assert 'reason="monotonic"' in reading and reading.endswith(" 1.0")
+    assert any('region="unit"' in ln and ln.endswith(" 0.0") for ln in invalid)
