@@ -336,6 +336,9 @@ def test_done_dir_read_only_then_unmounted_degrades_and_recovers(
         done.remount("rw")
         assert wait_until(lambda: names_in(root / "done" / "inbox") == acc.expected, T_FILE), d.tail()
         assert wait_until(lambda: healthz(port)[0] == 200, 15), healthz(port)
+        # Pulling the stick takes its files with it: only once their results are delivered may it go
+        # (else the accounting sees a file that is nowhere, through no fault of the daemon's).
+        assert subscriber.wait_for(lambda _: delivered(subscriber) == acc.expected, T_FILE), d.tail()
 
         done.unmount()  # the stick is pulled: done/inbox is gone, done/ is a bare mount point
         assert wait_until(lambda: healthz(port)[0] == 503, 15), healthz(port)
