@@ -619,10 +619,8 @@ class Daemon:
         """On the camera's analysis thread. A full outbox holds frames back (can_accept), never values."""
         assert self.outbox is not None
         cfg = gen.cfg
-        topic_ = Topics(cfg.mqtt.topic_prefix if cfg.mqtt else "edge-ocr", cfg.device_id).result(
-            safe_topic_level(name)
-        )
         topics = Topics(cfg.mqtt.topic_prefix if cfg.mqtt else "edge-ocr", cfg.device_id)
+        topic_ = topics.result(safe_topic_level(name))
         messages = analyzer.messages(frame.image, frame.captured_at, force=frame.forced)
         view = gen.views.get(name)
         if view is not None:

@@ -115,6 +115,18 @@ logging:
 """
 
 
+def _connected_camera(daemon: Any, deadline: float) -> Any:
+    """The daemon's camera `meter` once it has read its first frame (its `connected_at` is set)."""
+    while (daemon.gen is None or "meter" not in daemon.gen.cameras) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    camera = daemon.gen.cameras["meter"] if daemon.gen else None
+    assert camera is not None, "the camera did not start"
+    while camera.connected_at is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert camera.connected_at is not None, f"camera did not connect: {camera.stats()}"
+    return camera
+
+
 def _digits_run(
     tmp: Path,
     video: Path,
@@ -139,14 +151,7 @@ def _digits_run(
     offset = time.time() - time.monotonic()
     runner.start()
     try:
-        deadline = time.monotonic() + 60
-        while (daemon.gen is None or "meter" not in daemon.gen.cameras) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        camera = daemon.gen.cameras["meter"] if daemon.gen else None
-        assert camera is not None, "the camera did not start"
-        while camera.connected_at is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert camera.connected_at is not None, f"camera did not connect: {camera.stats()}"
+        camera = _connected_camera(daemon, time.monotonic() + 60)
         # the first frame is read at connected_at; frame i is shown at connected_at + i / fps
         t0 = camera.connected_at
         time.sleep(seconds)
@@ -472,14 +477,7 @@ def _meter_run(
     offset = time.time() - time.monotonic()
     runner.start()
     try:
-        deadline = time.monotonic() + 90
-        while (daemon.gen is None or "meter" not in daemon.gen.cameras) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        camera = daemon.gen.cameras["meter"] if daemon.gen else None
-        assert camera is not None, "the camera did not start"
-        while camera.connected_at is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert camera.connected_at is not None, f"camera did not connect: {camera.stats()}"
+        camera = _connected_camera(daemon, time.monotonic() + 90)
         t0 = camera.connected_at  # frame i is shown at t0 + i / fps
         deadline = time.monotonic() + sc.seconds + 60
         while camera.stats()["state"] != "ended" and time.monotonic() < deadline:
