@@ -55,7 +55,8 @@ def test_upright_lines_are_not_turned_by_the_direction_classifier(engine, models
     # Short upright receipt lines the classifier calls upside down: read turned, they lose to the
     # upright reading, so the text is what the recognizer reads without the classifier (a blind flip
     # read the first as 'ISISAIN NG GZIA SINIIO').
-    plain = Engine(EngineSettings(models_dir=models_dir, use_cls=False, graph_cache=None))
+    same = {role: c.precision for role, c in engine.choices.items()}  # what `auto` picked for `engine`
+    plain = Engine(EngineSettings(models_dir=models_dir, use_cls=False, graph_cache=None, precision=same))
     for name in ("sroie_303_003.png", "sroie_307_007.png", "sroie_583_019.png", "sroie_044_032.png"):
         img = read_image(eval_data / "lines_en" / "img" / name)
         assert engine.run_line(img).text == plain.run_line(img).text, name
@@ -133,8 +134,14 @@ def test_missing_model_is_refused(models_dir, tmp_path, model_set):
 def test_a_page_read_in_strips_reads_like_the_whole_page(models_dir, eval_data):
     """Strips bound the detector's memory; a text line cut by a strip edge must still be found whole."""
     img = read_image(eval_data / "pages" / "sroie_116.jpg")  # 940x2077: 448x960 for the detector, 3 strips
-    whole = Engine(EngineSettings(models_dir=models_dir, detector=DetectorSettings(strip_rows=0))).run(img)
-    strips = Engine(EngineSettings(models_dir=models_dir, detector=DetectorSettings(strip_rows=320))).run(img)
+
+    def read(strip_rows: int):
+        settings = EngineSettings(
+            models_dir=models_dir, precision="fp32", detector=DetectorSettings(strip_rows=strip_rows)
+        )
+        return Engine(settings).run(img)
+
+    whole, strips = read(0), read(320)
     a, b = [ln.text for ln in whole.lines], [ln.text for ln in strips.lines]
     same = sum(1 for t in b if t in a)
     assert len(a) > 40 and abs(len(a) - len(b)) <= 2 and same >= 0.9 * len(a)

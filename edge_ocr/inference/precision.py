@@ -154,6 +154,12 @@ def choose(
     sessions = {f.variant: create_session(f, threads, cache_dir) for f in (fp32, int8)}
     ms = _fastest_ms(sessions, role)
     ratio = ms["fp32"] / ms["int8"]
+    if ratio >= MIN_SPEED_RATIO:
+        # A verdict for INT8 is kept for the life of the cache and costs accuracy, so it must hold twice:
+        # a burst of load on a shared CPU once made a 0.93x recognizer time at 1.1x (a CI run).
+        again = _fastest_ms(sessions, role)
+        if again["fp32"] / again["int8"] < ratio:
+            ms, ratio = again, again["fp32"] / again["int8"]
     verdict = {
         "choice": "int8" if ratio >= MIN_SPEED_RATIO else "fp32",
         "ratio": round(ratio, 3), "fp32_ms": round(ms["fp32"], 2), "int8_ms": round(ms["int8"], 2),
