@@ -35,6 +35,15 @@ def charset_from_metadata(session: ort.InferenceSession) -> tuple[str, ...]:
     return chars
 
 
+def _resize(crop: np.ndarray, width: int) -> np.ndarray:
+    """The crop at the recognizer's height. Shrinking averages (INTER_AREA): bilinear shrinking samples
+    2x2 pixels and drops the rest, which aliases thin strokes of large text (camera crops, CJK lines);
+    on lines_zh_synth CER went 0.0128 -> 0.0124, lines_en 0.0120 -> 0.0119. Enlarging stays bilinear
+    (bicubic rings at stroke edges: lines_en 0.0133)."""
+    shrink = crop.shape[0] > HEIGHT
+    return cv2.resize(crop, (width, HEIGHT), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 class Recognizer:
     """Immutable (but for a cache of class masks); `recognize(crops)` returns a `Decoded` per crop, in
     input order."""
@@ -106,9 +115,7 @@ class Recognizer:
             batch = np.zeros((len(idx), 3, HEIGHT, bw), dtype=np.float32)
             for k, i in enumerate(idx):
                 rw = min(widths[i], bw)
-                batch[k, :, :, :rw] = normalize_chw(
-                    cv2.resize(crops[i], (rw, HEIGHT), interpolation=cv2.INTER_LINEAR)
-                )
+                batch[k, :, :, :rw] = normalize_chw(_resize(crops[i], rw))
             probs = run(self._session, {self._input: batch})[0]
             for k, decoded in enumerate(greedy_decode(probs, self.charset, mask)):
                 results[idx[k]] = decoded
