@@ -425,15 +425,18 @@ def test_stdout_publisher_prints_each_result_once_and_keeps_it(outbox) -> None:
     try:
         assert wait_until(lambda: stream.getvalue().count("\n") == 3)
         put_results(outbox, ["s3"])
-        assert wait_until(lambda: stream.getvalue().count("\n") == 4)
+        # A camera region's retained state copy: for a broker, not a second line on stdout.
+        outbox.put("s3-state", "edge-ocr/dev/state/cam/r", b'{"id":"s3"}', retain=True)
+        put_results(outbox, ["s4"])
+        assert wait_until(lambda: "s4" in stream.getvalue())
     finally:
         stop.set()
         pub.join(5)
     lines = stream.getvalue().splitlines()
     assert [json.loads(line) if line.startswith("{") else None for line in lines][0]["id"] == "s1"
     assert json.loads(lines[2]) == "not json\nsecond line"
-    assert json.loads(lines[3])["id"] == "s3"
-    assert outbox.depth() == 4  # kept for a broker configured later
+    assert [json.loads(line)["id"] for line in lines[3:]] == ["s3", "s4"]
+    assert outbox.depth() == 6  # kept for a broker configured later, the state copy too
     assert outbox.peek(10, unprinted_only=True) == []
     assert pub.state.connected
 

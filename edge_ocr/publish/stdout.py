@@ -8,7 +8,8 @@ logged: they were delivered to the configured sink (stdout). Unprinted messages 
 Pass ``trim_when_full=False`` to keep everything and let back pressure apply instead.
 
 Only payloads are printed (one line each; a payload that is not JSON is printed as a JSON string), so
-``edge-ocr run | jq`` works; logs go to stderr.
+``edge-ocr run | jq`` works; logs go to stderr. Retained copies (a camera region's state) are not
+printed: their result was printed from its own topic.
 """
 
 from __future__ import annotations
@@ -109,7 +110,10 @@ class StdoutPublisher:
         if msgs:
             stream = self._stream or sys.stdout  # looked up late: tests and daemons may replace it
             for msg in msgs:
-                stream.write(json_line(msg.payload) + "\n")
+                # A retained message is the broker's latest-value copy of a result already printed
+                # from its own topic (a camera region's state): printed, every reading came twice.
+                if not msg.retain:
+                    stream.write(json_line(msg.payload) + "\n")
             stream.flush()
             self.outbox.mark_printed(m.msg_id for m in msgs)
             self._last_error = None
