@@ -21,12 +21,11 @@ class DetectorSettings:
     limit_side_len: int = 960  # see limit_type
     limit_type: str = "max"  # "max": longest side <= limit; "min": shortest side >= limit
     # With "max", an image is never shrunk by more than this factor, up to max_side_len: a 12 MP phone
-    # photo read at 960 px loses lines. The 30 eval receipts made camera-like (perspective, turn,
-    # background, uneven light, blur, JPEG) at 4032 px, page CER / recall: 960 px 0.0328 / 0.882,
-    # 1344 px (this rule) 0.0262 / 0.894, RapidOCR 3.10 (2000 px) 0.0295 / 0.897; a second seed
-    # 0.0257 / 0.892 at 960, 0.0236-0.0256 / 0.897-0.899 at 1280-1344. Smaller images gained nothing
-    # from a larger reading: the same photos at 1600 px read at 1280, 0.0283 / 0.889 vs 0.0282 / 0.890;
-    # the 2077-px scans at 1280, 0.0212 / 0.912 vs 0.0204 / 0.911. They keep 960.
+    # photo read at 960 px loses lines. `edge-ocr bench --camera-like` (the 30 eval receipts as
+    # 4032-px photos), page CER / recall: 960 px 0.0275 / 0.893, 1344 px (this bound) 0.0233 / 0.903;
+    # RapidOCR 3.10, which reads them at 2000 px, 0.0290 / 0.897. Smaller images gained nothing from a
+    # larger reading (the same kind of photos at 1600 px read at 1280: 0.0283 / 0.889 vs 0.0282 / 0.890;
+    # the 2077-px scans at 1280: 0.0212 / 0.912 vs 0.0204 / 0.911), so they keep 960.
     max_downscale: float = 3.0
     max_side_len: int = 2000
     thresh: float = 0.3  # pixel probability for the text mask
@@ -61,9 +60,9 @@ def _resize_for_det(img: np.ndarray, s: DetectorSettings) -> np.ndarray:
         ratio = max(1.0, s.limit_side_len / min(h, w))
     rh = max(int(round(h * ratio / 32)) * 32, 32)
     rw = max(int(round(w * ratio / 32)) * 32, 32)
-    # Shrinking averages: bilinear sampling aliases thin strokes once the factor passes 2.
-    shrink = rw * rh < w * h
-    return cv2.resize(img, (rw, rh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    # Bilinear, as the models' thresholds were set for: area averaging read the eval scans a little
+    # worse with ppocrv4-mobile (page CER 0.0265 vs 0.0249) and no better with ppocrv6-small.
+    return cv2.resize(img, (rw, rh), interpolation=cv2.INTER_LINEAR)
 
 
 def _mini_box(points: np.ndarray) -> tuple[np.ndarray, float]:
