@@ -26,4 +26,4 @@ def test_a_photographed_receipt_is_a_photo_and_its_truth_follows_the_print(engin
         scores = score_page(gt, [(ln.text, ln.box) for ln in engine.run(photo).lines])
         # Boxes moved with the page: lines are found where the ground truth says (misplaced boxes
         # would match nothing and score a recall near 0).
-        assert scores.recalled / scores.lines >= 0.8, (row["image"], scores)
+        assert scores.recalled / scores.lines >= 0.8, (row["image"], scores)  # 0.87 and 0.93 when written

@@ -193,5 +193,5 @@ def test_a_phone_photo_of_a_receipt_is_not_shrunk_to_960_px(models_dir, eval_dat
         return scores.recalled / scores.lines
 
     default, at_960 = recall(DetectorSettings()), recall(DetectorSettings(max_downscale=100))
-    assert default >= 0.9, default
+    assert default >= 0.85, default  # 0.91 when written
     assert at_960 < default - 0.05, (at_960, default)  # what the bound buys (0.81 vs 0.91 when written)
