@@ -3,18 +3,17 @@ lines up with the print, so the camera-like figures score like the scans'."""
 
 from __future__ import annotations
 
-import json
-
 import cv2
 
 from edge_ocr.bench import camera_like
+from edge_ocr.bench.ocr import load_pages
 from edge_ocr.bench.scoring import score_page
 
 
 def test_a_photographed_receipt_is_a_photo_and_its_truth_follows_the_print(engine, eval_data, tmp_path):
     dest = camera_like.make(eval_data / "pages", tmp_path / "pages", limit=2, seed=3)
     again = camera_like.make(eval_data / "pages", tmp_path / "again", limit=2, seed=3)
-    rows = [json.loads(line) for line in (dest / "labels.jsonl").read_text().splitlines()]
+    rows = load_pages(dest)
     assert len(rows) == 2
     assert (dest / "labels.jsonl").read_text() == (again / "labels.jsonl").read_text(), "a seed repeats"
     for row in rows:

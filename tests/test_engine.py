@@ -169,15 +169,10 @@ def test_recognition_batches_stay_within_the_column_budget(engine):
 def test_a_phone_photo_of_a_receipt_is_not_shrunk_to_960_px(models_dir, eval_data):
     """A 12 MP photo is read at a third of its size (1344 px), not at 960 px, where small lines of a
     receipt filling the frame are lost."""
-    import json
-
+    from edge_ocr.bench.ocr import load_pages
     from edge_ocr.bench.scoring import score_page
 
-    (row,) = [
-        r
-        for r in map(json.loads, (eval_data / "pages" / "labels.jsonl").read_text().splitlines())
-        if r["image"] == "sroie_620.jpg"
-    ]
+    (row,) = [r for r in load_pages(eval_data / "pages") if r["image"] == "sroie_620.jpg"]
     img = read_image(eval_data / "pages" / "sroie_620.jpg")
     s = 3400 / img.shape[0]
     big = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_ocr.bench.ocr import load_pages
 from edge_ocr.decode import read_image
 
 
@@ -60,9 +61,8 @@ def make(scans: Path, dest: Path, *, long_side: int = 4032, seed: int = 0, limit
     """Write camera-like versions of `scans`/labels.jsonl's pages into `dest` (same layout)."""
     rng = np.random.default_rng(seed)
     dest.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in (scans / "labels.jsonl").read_text(encoding="utf-8").splitlines()]
     out = []
-    for row in rows[:limit]:
+    for row in load_pages(scans, limit):
         frame, m = photograph(read_image(scans / row["image"]), rng, long_side)
         name = f"{Path(row['image']).stem}_camera.jpg"
         quality = int(rng.integers(65, 86))

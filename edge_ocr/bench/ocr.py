@@ -343,8 +343,8 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every worker spec of this run, in the order they run."""
+def plan(args: argparse.Namespace, camera_dir: str | None = None) -> list[dict[str, Any]]:
+    """Every worker spec of this run, in the order they run; `camera_dir` holds the camera-like pages."""
     data = Path(args.data)
     base = {"data": str(data), "models": args.models, "repeat": args.repeat}
     options = parse_options(args.option or [])
@@ -354,7 +354,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         sets += [("lines", s) for s in LINE_SETS if (data / s / "labels.tsv").is_file()]
     if args.only in (None, "pages"):
         sets.append(("pages", "pages"))
-        if getattr(args, "camera_like_dir", None):
+        if camera_dir:
             sets.append(("pages", CAMERA_SET))
     configs = _configurations(Path(args.models) if args.models else None, args.model_set, args.precision)
     specs = []
@@ -362,7 +362,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         limit = QUICK[kind] if args.quick else None
         common = {**base, "kind": kind, "set": name, "limit": limit}
         if name == CAMERA_SET:  # generated pages, in the eval layout under their own root
-            common["data"] = args.camera_like_dir
+            common["data"] = camera_dir
         for set_name, prec in configs:
             for n in args.threads:
                 specs.append(
@@ -587,18 +587,19 @@ def run(args: argparse.Namespace) -> int:
     if any(n < 1 for n in args.threads) or args.repeat < 1:
         raise ConfigError("--threads and --repeat must be at least 1")
     with tempfile.TemporaryDirectory(prefix="edge-ocr-bench-") as tmp:
+        camera_dir = None
         if args.camera_like and (data / "pages" / "labels.jsonl").is_file() and args.only != "lines":
             from edge_ocr.bench import camera_like
 
             limit = QUICK["pages"] if args.quick else None
             camera_like.make(data / "pages", Path(tmp) / "pages", limit=limit)
-            args.camera_like_dir = tmp
-        return _run_plan(args)
+            camera_dir = tmp
+        return _run_plan(args, camera_dir)
 
 
-def _run_plan(args: argparse.Namespace) -> int:
+def _run_plan(args: argparse.Namespace, camera_dir: str | None) -> int:
     rows = []
-    for spec in plan(args):
+    for spec in plan(args, camera_dir):
         label = {k: spec.get(k) for k in ("label", "set", "threads", "detector")}
         print(f"bench: {label}", file=sys.stderr, flush=True)
         why_not = _baseline_available(spec["engine"])

@@ -54,7 +54,8 @@ def _resize_for_det(img: np.ndarray, s: DetectorSettings) -> np.ndarray:
     h, w = img.shape[:2]
     if s.limit_type == "max":
         long_side = max(h, w)
-        side = min(max(s.limit_side_len, long_side / s.max_downscale), s.max_side_len)
+        # The bound only ever raises the limit (to max_side_len at most); a larger limit given stands.
+        side = max(s.limit_side_len, min(long_side / s.max_downscale, s.max_side_len))
         ratio = min(1.0, side / long_side)
     else:
         ratio = max(1.0, s.limit_side_len / min(h, w))

@@ -158,8 +158,8 @@ def choose(
         # A verdict for INT8 is kept for the life of the cache and costs accuracy, so it must hold twice:
         # a burst of load on a shared CPU once made a 0.93x recognizer time at 1.1x (a CI run).
         again = _fastest_ms(sessions, role)
-        if again["fp32"] / again["int8"] < ratio:
-            ms, ratio = again, again["fp32"] / again["int8"]
+        ms = min(ms, again, key=lambda t: t["fp32"] / t["int8"])
+        ratio = ms["fp32"] / ms["int8"]
     verdict = {
         "choice": "int8" if ratio >= MIN_SPEED_RATIO else "fp32",
         "ratio": round(ratio, 3), "fp32_ms": round(ms["fp32"], 2), "int8_ms": round(ms["int8"], 2),
