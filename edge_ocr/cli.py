@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from edge_ocr import __version__
+from edge_ocr import __version__, allocator
 from edge_ocr.errors import EdgeOcrError
 
 log = logging.getLogger("edge_ocr")
@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("edge_ocr.allocator").debug("heap: %s", allocator.configure())
     try:
         return int(args.func(args) or 0)
     except EdgeOcrError as exc:

@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_ocr import allocator
 from edge_ocr.errors import InputError
 from edge_ocr.inference import precision as _precision
 from edge_ocr.inference.classifier import AngleClassifier
@@ -68,6 +69,7 @@ class Engine:
             chosen["rec"][1], batch_size=s.rec_batch_size, batch_columns=s.rec_batch_columns
         )
         self._cls = AngleClassifier(chosen["cls"][1]) if "cls" in chosen else None
+        allocator.release()  # the parsed model files
 
     @property
     def models(self) -> dict[str, Any]:
@@ -121,6 +123,7 @@ class Engine:
             if d.text.strip() and d.confidence >= self.settings.min_confidence
         )
         timings["total"] = (time.perf_counter() - t0) * 1000
+        allocator.release()  # the page's buffers, before the next page of another size
         return OcrResult(lines=lines, width=image.shape[1], height=image.shape[0], timings_ms=timings)
 
     def run_line(self, image: np.ndarray, charset: str | None = None, *, upright: bool = False) -> OcrResult:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_ocr import allocator
 from edge_ocr.bench import scoring
 from edge_ocr.errors import ConfigError, EdgeOcrError
 
@@ -81,6 +82,7 @@ def _edge_reader(spec: dict[str, Any]) -> Reader:
     from edge_ocr.inference.detector import DetectorSettings
     from edge_ocr.pipeline import Engine, EngineSettings
 
+    allocator.configure()  # the heap policy the CLI and the daemon run with (see edge_ocr.allocator)
     kw: dict[str, Any] = {"threads": spec["threads"], "precision": spec["precision"],
                           "model_set": spec.get("model_set")}  # fmt: skip
     if spec.get("models"):
