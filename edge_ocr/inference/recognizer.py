@@ -2,7 +2,9 @@
 
 Lines are sorted by width/height and only lines of the same 32-px width bucket share a batch, so a
 line is padded by less than 32 px, never to a fixed 320 px or to a wider neighbour: most receipt
-lines are short, and padding is compute spent on nothing.
+lines are short, and padding is compute spent on nothing. Not less than 32 either: PP-OCRv6's neck
+attends over the whole width, and with 8-px buckets recognition was 4% faster but read worse
+(lines_en CER 0.0119 -> 0.0125, pages 0.0202 -> 0.0207; 13 of 509 page lines read differently).
 """
 
 from __future__ import annotations
