@@ -16,10 +16,7 @@ A smaller threshold costs more (1 MiB: page faults on every mid-sized tensor) fo
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
-
-log = logging.getLogger(__name__)
 
 MMAP_THRESHOLD = 2 * 1024 * 1024
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h

@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("edge_ocr.allocator").debug("heap: %s", allocator.configure())
+    log.debug("heap: %s", allocator.configure())
     try:
         return int(args.func(args) or 0)
     except EdgeOcrError as exc:
