@@ -16,6 +16,7 @@ from edge_ocr.errors import EdgeOcrError
 log = logging.getLogger("edge_ocr")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+METER_CHARSET = "0123456789.-"  # what a default numeric region reads (plausibility parses it)
 
 
 def _expand(paths: list[str]) -> Iterator[Path]:
@@ -52,6 +53,8 @@ def _engine_from_args(args: argparse.Namespace):  # -> Engine, imported lazily f
 
     kwargs = {"threads": args.threads, "use_cls": not args.no_cls, "precision": args.precision,
               "model_set": args.model_set}  # fmt: skip
+    if getattr(args, "meter", False):  # crops of meters only: the general models are not loaded
+        kwargs.update(general=False, meter=True)
     if args.models:
         kwargs["models_dir"] = Path(args.models)
     return Engine(EngineSettings(**kwargs))
@@ -73,7 +76,9 @@ def cmd_ocr(args: argparse.Namespace) -> int:
             image = read_image(path, max_pixels=args.max_pixels)
             if args.suppress_ghosts:
                 image = suppress_ghosts(image)
-            if args.line:
+            if args.meter:
+                result = engine.run_meter(image, args.charset or METER_CHARSET)
+            elif args.line:
                 result = engine.run_line(image, args.charset, upright=args.suppress_ghosts)
             else:
                 result = engine.run(image, args.charset)
@@ -86,7 +91,8 @@ def cmd_ocr(args: argparse.Namespace) -> int:
             progress.step()
             continue
         if args.json:
-            record = {"source": str(path), **result.to_dict(), "model": engine.models}
+            model = engine.models_for("meter" if args.meter else "general")
+            record = {"source": str(path), **result.to_dict(), "model": model}
             print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             if len(inputs) > 1:
@@ -99,6 +105,12 @@ def cmd_ocr(args: argparse.Namespace) -> int:
         print("edge-ocr: no input images", file=sys.stderr)
         return 2
     return 1 if failures else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from edge_ocr.train import cli as train_cli
+
+    return train_cli.run(args)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -121,6 +133,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         modelbuild.build(models_dir, wheels, sets=tuple(args.model_set) if args.model_set else None)
     else:
         for name in args.model_set or [modelbuild.DEFAULT_SET]:
+            if name == "meter":
+                from edge_ocr.modelbuild import meter
+
+                meter.calibrate(models_dir)
+                continue
             modelbuild.calibrate(models_dir, Path(args.data), wheels, set_name=name, roles=tuple(args.roles))
     return 0
 
@@ -153,9 +170,13 @@ def _verify(models_dir: Path, args: argparse.Namespace) -> int:
             for variant in entry["models"][role]["variants"]:
                 f = models.resolve(models_dir, role, variant, manifest, name)
                 print(f"{name} {role} {variant}: {f.path.name} sha256 ok")
-    for name in args.model_set or [None]:
-        engine = Engine(EngineSettings(models_dir=models_dir, model_set=name, precision=args.precision,
-                                       threads=args.threads))  # fmt: skip
+    for name in args.model_set or [None, "meter"]:
+        meter = name == "meter"
+        if meter and "meter" not in manifest["sets"]:
+            continue
+        engine = Engine(EngineSettings(models_dir=models_dir, model_set=None if meter else name,
+                                       precision=args.precision, threads=args.threads, general=not meter,
+                                       meter=meter))  # fmt: skip
         for role, c in engine.choices.items():
             print(f"{engine.model_set} {role} runs {c.precision} ({c.model.path.name}): {c.why}")
     return 0
@@ -238,9 +259,31 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="an LCD: whiten its faint unlit segments first (with --line: read it upright)",
     )
+    p.add_argument(
+        "--meter", action="store_true",
+        help="each input is a meter's display or counter crop: read it as a default numeric region does "
+        "(the meter model, digits, point and minus, upright); implies --line",
+    )  # fmt: skip
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images (bombs)")
     _add_engine_options(p)
     p.set_defaults(func=cmd_ocr)
+
+    p = sub.add_parser("train", help="train or fine-tune our own models (needs the [train] extra)")
+    tsub = p.add_subparsers(dest="model", required=True)
+    t = tsub.add_parser("meter", help="the meter CRNN: from the recipe and seed, or fine-tuned on crops")
+    t.add_argument("--out", required=True, metavar="FILE", help="the FP32 ONNX to write")
+    t.add_argument(
+        "--from", dest="from_dir", metavar="DIR",
+        help="fine-tune the installed meter model on DIR's labelled crops (labels.tsv: FILE<TAB>TEXT; the "
+        "daemon's <state_dir>/training/<source> folders are such)",
+    )  # fmt: skip
+    t.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
+    t.add_argument("--seed", type=int, help="seed (default: the recipe's)")
+    t.add_argument(
+        "--init", metavar="FILE", help="--from: start from this FP32 ONNX (default: the shipped one)"
+    )
+    t.add_argument("--eval-per-kind", type=int, default=300, help="held-back crops per kind (default 300)")
+    t.set_defaults(func=cmd_train)
 
     p = sub.add_parser("models", help="build, calibrate or verify the model files")
     p.add_argument("action", choices=["build", "calibrate", "verify", "path"])

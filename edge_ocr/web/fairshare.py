@@ -91,3 +91,7 @@ class GatedEngine:
     def run_line(self, image: Any, charset: str | None = None, *, upright: bool = False) -> Any:
         with self._gate.slot(self._kind):
             return self._engine.run_line(image, charset, upright=upright)
+
+    def run_meter(self, image: Any, charset: str | None = None) -> Any:
+        with self._gate.slot(self._kind):
+            return self._engine.run_meter(image, charset)

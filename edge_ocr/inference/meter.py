@@ -1,0 +1,86 @@
+"""The meter model's reader: a grayscale crop of a display or counter -> its digits, with each one's
+probability (CTC, optionally constrained to a region's characters).
+
+The model (trained by `edge_ocr.train`, shipped as package data, see `edge_ocr.meter_model`) is a small
+CRNN: ReLU convolutions, a BiLSTM and a softmax over `0-9 . - space` and the CTC blank. It reads a
+crop at a fixed height of `HEIGHT` rows and its own width; its charset is in the model's metadata
+(`character`, one symbol a line, the space appended last, as PP-OCR does it).
+
+`prepare` is the one place a crop becomes the model's input: training calls it too, so the model sees
+at run time exactly what it was trained on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from edge_ocr.inference.ctc import Decoded, class_mask, greedy_decode
+from edge_ocr.inference.recognizer import charset_from_metadata
+from edge_ocr.inference.session import run
+
+HEIGHT = 32
+MIN_WIDTH = 16
+MAX_WIDTH = 512
+_LOW, _HIGH = 1.0, 99.0  # percentiles mapped to 0 and 1: glare and low light are stretched alike
+
+
+def width_for(crop: np.ndarray) -> int:
+    h, w = crop.shape[:2]
+    return int(min(MAX_WIDTH, max(MIN_WIDTH, math.ceil(HEIGHT * w / max(h, 1)))))
+
+
+def prepare(crop: np.ndarray, width: int | None = None) -> np.ndarray:
+    """A BGR or gray uint8 crop -> float32 (HEIGHT, width) in -1..1, contrast-stretched.
+
+    Shrinking averages (INTER_AREA) so thin segments are not aliased away; the stretch between the 1st
+    and 99th percentile makes a dim LCD and a sunlit one look alike to the model. Polarity is left as
+    it is: the model was trained on dark-on-light and light-on-dark displays."""
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    w = width if width is not None else width_for(gray)
+    shrink = gray.shape[0] > HEIGHT
+    img = cv2.resize(gray, (w, HEIGHT), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    img = img.astype(np.float32)
+    lo, hi = (float(v) for v in np.percentile(img, (_LOW, _HIGH)))
+    img = (img - np.float32(lo)) * np.float32(2.0 / max(hi - lo, 8.0)) - np.float32(1.0)
+    return np.clip(img, -1.0, 1.0)
+
+
+class MeterReader:
+    """Immutable but for a cache of class masks; `read(crops)` returns a `Decoded` per crop, in order.
+
+    Crops are read one at a time: a camera region gives one crop a frame, and batching crops of other
+    widths would pad them with columns the model never saw in training."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self.charset = charset_from_metadata(session)
+        self._masks: dict[str, np.ndarray] = {}
+
+    def mask(self, allowed: str) -> np.ndarray:
+        key = "".join(sorted(set(allowed)))
+        m = self._masks.get(key)
+        if m is None:  # a benign race: two threads compute the same mask
+            m = self._masks[key] = class_mask(self.charset, key)
+        return m
+
+    def read(self, crops: list[np.ndarray], allowed: str | None = None) -> list[Decoded]:
+        mask = self.mask(allowed) if allowed is not None else None
+        out: list[Decoded] = []
+        for crop in crops:
+            x = prepare(crop)[None, None]
+            probs = run(self._session, {self._input: x})[0]
+            decoded = greedy_decode(probs, self.charset, mask)[0]
+            # Blank cells read as spaces carry no digit: a reading is the digits between them.
+            text = decoded.text.strip()
+            if text != decoded.text:
+                keep = [i for i, c in enumerate(decoded.text) if c != " "]
+                confs = tuple(decoded.char_confidences[i] for i in keep) if decoded.char_confidences else ()
+                text = "".join(decoded.text[i] for i in keep)
+                decoded = Decoded(text, float(np.mean(confs)) if confs else 0.0, confs)
+            out.append(decoded)
+        return out

@@ -1,0 +1,217 @@
+"""The meter model in `models/`: our own trained CRNN (package data) and its INT8 variant.
+
+Its source is not a wheel but `edge_ocr/modelbuild/meter/meter_crnn.fp32.onnx`, trained by
+`edge-ocr train meter` (`edge_ocr.train`) and committed with its recipe, seed, sha256 and held-back
+figures in `meter_crnn.json`. `build` checks the file against that sha256, copies it to
+`models/meter/` and makes the INT8 variant from the committed ranges
+(`calibration/meter/meter.json`); INT8 is offered only if its held-back figures (measured by
+`calibrate`, on rendered crops of seeds training never used) keep exact within `EXACT_GATE` of FP32.
+
+`calibrate` needs the `[train]` extra (the renderer); `build` needs only onnx, like every set.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edge_ocr.errors import ModelError
+from edge_ocr.modelbuild.sets import Recipe
+
+log = logging.getLogger(__name__)
+
+SET = "meter"
+ROLE = "meter"
+HERE = Path(__file__).resolve().parent / "meter"
+MODEL = HERE / "meter_crnn.fp32.onnx"
+CARD = HERE / "meter_crnn.json"  # recipe, seed, sha256, figures
+RANGES = Path(__file__).resolve().parent / "calibration" / SET / f"{ROLE}.json"
+INPUT_SHAPE: list[int | str] = ["N", 1, 32, "W (any width, 16..512)"]
+# INT8 may cost at most this much of FP32's exact share on the held-back sets (0.2 points).
+EXACT_GATE = 0.002
+CALIB_SEED = 5_000_000  # rendered calibration crops: neither training's seeds nor the held-back sets'
+CALIB_CROPS = 256
+
+# Every Conv and the head's MatMul, the first conv included: the input is already stretched to -1..1,
+# so one per-tensor scale suits it. The BiLSTM stays float (onnxruntime quantizes no LSTM in QDQ).
+RECIPE = Recipe(
+    calibration=f"{CALIB_CROPS} rendered crops of every kind (seed {CALIB_SEED}), one per batch",
+    method="Percentile",
+    percentile=99.999,
+    op_types_to_quantize=("Conv", "MatMul"),
+    symbolic_shape_inference=True,
+    why_excluded="none: every Conv (ReLU fused) and the head's MatMul; the BiLSTM and softmax stay FP32",
+)
+
+
+def card() -> dict[str, Any]:
+    try:
+        return json.loads(CARD.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"the meter model's card {CARD} cannot be read: {exc}",
+                         remedy="reinstall edge-ocr (the file is package data)") from exc  # fmt: skip
+
+
+def source_bytes() -> bytes:
+    """The committed FP32 model, checked against the sha256 its card records."""
+    from edge_ocr.models import sha256_file
+
+    expected = card()["sha256"]
+    if not MODEL.is_file():
+        raise ModelError(f"the meter model {MODEL} is missing", remedy="reinstall edge-ocr (package data)")
+    actual = sha256_file(MODEL)
+    if actual != expected:
+        raise ModelError(
+            f"the meter model {MODEL} is altered: sha256 {actual[:16]}… is not the card's {expected[:16]}…",
+            remedy="restore it (git checkout / reinstall), or retrain with `edge-ocr train meter --out` and "
+            "update its card",
+        )
+    return MODEL.read_bytes()
+
+
+def build_entry(models_dir: Path) -> dict[str, Any]:
+    """Write models/meter/ (FP32 + INT8) and return the manifest's entry for the set."""
+    from edge_ocr.modelbuild.build import _sha256, gate, write_atomic
+    from edge_ocr.modelbuild.quantize import OPSET, build_int8
+
+    out_dir = models_dir / SET
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32 = source_bytes()
+    info = card()
+    write_atomic(out_dir / MODEL.name, fp32)
+    common = {"role": ROLE, "input": {"name": "x", "shape": INPUT_SHAPE}}
+    variants: dict[str, Any] = {
+        "fp32": {"file": f"{SET}/{MODEL.name}", "sha256": _sha256(fp32), **copy.deepcopy(common),
+                 "precision": "fp32", "source_member": f"edge_ocr/modelbuild/meter/{MODEL.name}",
+                 "source_sha256": info["sha256"],
+                 "trained": {k: info[k] for k in ("seed", "steps", "torch")}},
+    }  # fmt: skip
+    calib = _ranges()
+    int8_sha = None
+    if calib is not None:
+        out = out_dir / MODEL.name.replace(".fp32.", ".int8.")
+        build_int8(fp32, RECIPE, calib["ranges"], out)
+        int8_sha = _sha256(out.read_bytes())
+        variants["int8"] = {
+            "file": f"{SET}/{out.name}", "sha256": int8_sha, **copy.deepcopy(common), "precision": "int8",
+            "source_member": f"edge_ocr/modelbuild/meter/{MODEL.name}",
+            "recipe": {**RECIPE.as_dict(OPSET),
+                       "calibration_ranges": "edge_ocr/modelbuild/calibration/meter/meter.json",
+                       "calibration_samples": calib["samples"], "calibrated": calib["date"]},
+        }  # fmt: skip
+        if calib.get("evaluation"):
+            variants["int8"]["accuracy"] = calib["evaluation"]
+    passes, reason = _gate(int8_sha, calib, gate)
+    log.info("meter: FP32 verified (sha256), INT8 %s (%s)", "allowed" if passes else "not offered", reason)
+    return {
+        "about": "edge-ocr's own meter CRNN (digits, point, minus) for numeric camera regions",
+        "source": {
+            "package": "edge-ocr",
+            "file": f"edge_ocr/modelbuild/meter/{MODEL.name}",
+            "card": "edge_ocr/modelbuild/meter/meter_crnn.json",
+        },  # fmt: skip
+        "models": {ROLE: {"int8_allowed": passes, "reason": reason, "variants": variants}},
+    }
+
+
+def _ranges() -> dict[str, Any] | None:
+    if not RANGES.is_file():
+        return None
+    return json.loads(RANGES.read_text(encoding="utf-8"))
+
+
+def _gate(int8_sha: str | None, calib: dict[str, Any] | None, cer_gate: Any) -> tuple[bool, str]:
+    """The sets' CER gate (same file evaluated, CER within +0.3 points), and exact within EXACT_GATE."""
+    passes, reason = cer_gate(int8_sha, calib)
+    if not passes:
+        return passes, reason
+    ev = (calib or {})["evaluation"]
+    drop = ev["fp32"]["exact"] - ev["int8"]["exact"]
+    if drop > EXACT_GATE:
+        return (
+            False,
+            f"INT8 fails the meter gate: exact {ev['int8']['exact']:.4f} vs FP32 {ev['fp32']['exact']:.4f}",
+        )
+    return True, f"{reason}; exact {ev['int8']['exact']:.4f} INT8 vs {ev['fp32']['exact']:.4f} FP32"
+
+
+# --- calibration (maintainers; needs the [train] extra) ---------------------------------------------
+
+
+def calibration_inputs() -> list[Any]:
+    import numpy as np
+
+    from edge_ocr.inference.meter import prepare
+    from edge_ocr.train.render import render
+
+    rng = np.random.default_rng(CALIB_SEED)
+    return [prepare(render(rng).image)[None, None] for _ in range(CALIB_CROPS)]
+
+
+def calibrate(models_dir: Path) -> Path:
+    """Ranges from rendered calibration crops, build, then FP32 vs INT8 on the held-back sets."""
+    import onnxruntime
+
+    from edge_ocr.modelbuild.build import build
+    from edge_ocr.modelbuild.calibrate import _write_json
+    from edge_ocr.modelbuild.quantize import compute_ranges, prepare
+    from edge_ocr.train.meter import evaluate_onnx, held_back
+
+    today = _dt.date.today().isoformat()
+    with tempfile.TemporaryDirectory(prefix="edge-ocr-calib-") as tmp:
+        prepared = prepare(source_bytes(), RECIPE, Path(tmp) / "prepared.onnx")
+        ranges = compute_ranges(prepared, RECIPE, calibration_inputs())
+    _write_json(RANGES, {"role": ROLE, "method": RECIPE.method, "percentile": RECIPE.percentile,
+                         "data": RECIPE.calibration, "samples": CALIB_CROPS, "date": today,
+                         "onnxruntime": onnxruntime.__version__, "ranges": ranges})  # fmt: skip
+    build(models_dir, sets=(SET,))
+    from edge_ocr.models import load_manifest
+
+    manifest = load_manifest(models_dir)
+    variants = manifest["sets"][SET]["models"][ROLE]["variants"]
+    sets = held_back()
+    fig = {v: evaluate_onnx(models_dir / variants[v]["file"], sets) for v in ("fp32", "int8")}
+
+    def pooled(f: dict[str, dict]) -> dict[str, float]:
+        n = sum(k["n"] for k in f.values())
+        return {"exact": sum(k["exact"] * k["n"] for k in f.values()) / n,
+                "cer": sum(k["cer"] * k["n"] for k in f.values()) / n}  # fmt: skip
+
+    calib = json.loads(RANGES.read_text(encoding="utf-8"))
+    calib["evaluation"] = {
+        "metric": "cer", "data": f"held-back rendered crops ({sum(len(s) for s in sets.values())}, 5 kinds)",
+        "fp32": pooled(fig["fp32"]), "int8": pooled(fig["int8"]), "per_kind": fig,
+        "int8_sha256": variants["int8"]["sha256"], "speed_ratio": _speed_ratio(models_dir, variants),
+        "date": today, "onnxruntime": onnxruntime.__version__,
+    }  # fmt: skip
+    _write_json(RANGES, calib)
+    return build(models_dir, sets=(SET,))
+
+
+def _speed_ratio(models_dir: Path, variants: dict[str, Any]) -> float:
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 1, 32, 160)).astype(np.float32)
+    best = {}
+    for v in ("fp32", "int8"):
+        s = ort.InferenceSession(
+            str(models_dir / variants[v]["file"]), opts, providers=["CPUExecutionProvider"]
+        )
+        s.run(None, {"x": x})
+        runs = []
+        for _ in range(50):
+            t = time.perf_counter()
+            s.run(None, {"x": x})
+            runs.append(time.perf_counter() - t)
+        best[v] = float(np.median(runs))
+    return round(best["fp32"] / best["int8"], 3)

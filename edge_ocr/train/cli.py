@@ -1,0 +1,48 @@
+"""`edge-ocr train meter`: reproduce the shipped meter model from its recipe and seed, or fine-tune it
+on a folder of labelled crops, and print the held-back figures next to the committed ones."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edge_ocr.modelbuild import meter as shipped
+from edge_ocr.train import meter
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_ocr.train.render import require_fonts
+
+    require_fonts()
+    from_dir = Path(args.from_dir) if args.from_dir else None
+    init = Path(args.init) if args.init else (shipped.MODEL if from_dir else None)
+    if init is not None and init == shipped.MODEL:
+        shipped.source_bytes()  # refuse an altered shipped model before spending minutes on it
+    report = meter.run(Path(args.out), steps=args.steps, seed=args.seed, from_dir=from_dir, init=init,
+                       eval_per_kind=args.eval_per_kind)  # fmt: skip
+    card = shipped.card()
+    committed = card.get("held_back") or {}
+    print(json.dumps({k: v for k, v in report.items() if k != "losses"}, indent=1))
+    print(f"{'kind':<10} {'exact':>7} {'cer':>7}   committed exact / cer")
+    for kind, fig in report["held_back"].items():
+        ref = committed.get(kind) or {}
+        print(f"{kind:<10} {fig['exact']:7.4f} {fig['cer']:7.4f}   "
+              f"{ref.get('exact', float('nan')):.4f} / {ref.get('cer', float('nan')):.4f}")  # fmt: skip
+    same_recipe = (
+        from_dir is None
+        and report["steps"] == card.get("steps")
+        and report["seed"] == card.get("seed")
+        and args.eval_per_kind == meter.EVAL_PER_KIND
+    )
+    if not same_recipe:
+        print("(not the committed recipe: a smoke run, another seed or a fine-tune; no tolerance check)")
+        return 0
+    off = meter.within_tolerance(report["held_back"], committed)
+    if off:
+        print("differs from the committed model beyond the tolerance " + json.dumps(meter.TOLERANCE) + ":")
+        for line in off:
+            print("  " + line)
+        return 1
+    print(f"reproduced: every figure within {json.dumps(meter.TOLERANCE)} of the committed model")
+    return 0

@@ -1,0 +1,420 @@
+"""Training, export and evaluation of the meter model (`edge-ocr train meter`).
+
+The recipe (`RECIPE`) is the whole of it: rendered crops only (`edge_ocr.train.render`, fresh ones every
+step from the seed), CTC loss, AdamW with a one-cycle schedule, a fixed number of steps. The same
+recipe, seed and torch version give the same model up to floating-point order (2 threads); the figures
+it prints are checked against the committed ones (`edge_ocr/modelbuild/meter/meter_crnn.json`) within
+`TOLERANCE`.
+
+Held-back sets are rendered from seeds training never draws from (`EVAL_SEED` + the kind's index;
+training seeds are `[seed, worker, batch]` triples), `EVAL_PER_KIND` crops of each kind.
+
+Fine-tuning (`--from DIR`): a folder of labelled crops (`labels.tsv`: file, tab, text; what the daemon's
+training folder holds) is mixed half and half with rendered crops, so a new style is learnt without
+forgetting the others, for `finetune_steps` at a tenth of the learning rate.
+
+torch lives only here (the `[train]` extra); the runtime never imports this package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_ocr.inference.meter import HEIGHT, prepare, width_for
+from edge_ocr.train import render
+
+log = logging.getLogger(__name__)
+
+RECIPE: dict[str, Any] = {
+    "seed": 20261203,
+    "steps": 9000,
+    "batch": 48,
+    "lr": 2e-3,
+    "weight_decay": 1e-4,
+    "schedule": "one-cycle (cosine), 10% warm-up",
+    "height": HEIGHT,
+    "camera_strength": 1.0,
+    "kinds": render.WEIGHTS,
+    "finetune_steps": 400,
+    "finetune_lr": 2e-4,
+    "threads": 2,
+}
+EVAL_SEED = 7_000_000  # + the kind's index; training never draws from these
+EVAL_PER_KIND = 300
+# A retrain is accepted as the committed model's twin when every figure is within this of the
+# committed one (exact: absolute fraction; CER: absolute).
+TOLERANCE = {"exact": 0.015, "cer": 0.006}
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        from edge_ocr.errors import ConfigError
+
+        raise ConfigError(
+            f"training the meter model needs torch: {exc}",
+            remedy="pip install 'edge-ocr[train]' (torch 2.13 CPU)",
+        ) from exc
+    return torch
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+def encode(text: str) -> list[int]:
+    from edge_ocr.train.crnn import CHARSET
+
+    return [(CHARSET.index(c) + 1) if c in CHARSET else len(CHARSET) + 1 for c in text]
+
+
+def collate(images: Sequence[np.ndarray], texts: Sequence[str]) -> tuple[Any, Any, Any]:
+    """(N, 1, 32, W) inputs padded on the right by repeating the last column, targets, target lengths."""
+    torch = _torch()
+    prepared = [prepare(img) for img in images]
+    width = max(p.shape[1] for p in prepared)
+    width = int(math.ceil(width / 4) * 4)
+    batch = np.stack([np.pad(p, ((0, 0), (0, width - p.shape[1])), mode="edge") for p in prepared])
+    targets = [encode(t) for t in texts]
+    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+    lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
+    return torch.from_numpy(batch[:, None]), flat, lengths
+
+
+@dataclass
+class Labelled:
+    image: np.ndarray
+    text: str
+
+
+def load_folder(folder: Path) -> list[Labelled]:
+    """A folder of crops with `labels.tsv` (relative file, tab, text), as the daemon's training folder
+    and the eval sets keep them."""
+    from edge_ocr.errors import InputError
+
+    index = folder / "labels.tsv"
+    if not index.is_file():
+        raise InputError(f"{folder} has no labels.tsv", remedy="one line per crop: FILE<TAB>TEXT")
+    out: list[Labelled] = []
+    for n, line in enumerate(index.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, _, text = line.partition("\t")
+        img = cv2.imread(str(folder / name), cv2.IMREAD_COLOR)
+        if img is None or not text:
+            log.warning("%s line %d: %s is unreadable or unlabelled; skipped", index, n, name)
+            continue
+        out.append(Labelled(img, text.strip()))
+    if not out:
+        raise InputError(f"{index} lists no readable labelled crops", remedy="FILE<TAB>TEXT per line")
+    return out
+
+
+def batches(seed: int, batch: int, strength: float, own: list[Labelled] | None = None) -> Iterator[tuple]:
+    """Endless batches of fresh rendered crops (mixed half and half with `own` crops when given),
+    grouped by width so little is padded: four batches are drawn, sorted by width and split."""
+    k = 0
+    while True:
+        rng = np.random.default_rng([seed, 0, k])
+        k += 1
+        pool: list[tuple[np.ndarray, str]] = []
+        for i in range(4 * batch):
+            if own and i % 2 == 0:
+                item = own[int(rng.integers(0, len(own)))]
+                img = render.camera(item.image, rng, 0.5) if rng.random() < 0.7 else item.image
+                pool.append((img, item.text))
+            else:
+                c = render.render(rng, strength=strength)
+                pool.append((c.image, c.text))
+        pool.sort(key=lambda p: width_for(p[0]))
+        chunks = [pool[i : i + batch] for i in range(0, len(pool), batch)]
+        random.Random(k).shuffle(chunks)
+        for chunk in chunks:
+            yield collate([p[0] for p in chunk], [p[1] for p in chunk])
+
+
+def _prefetch(it: Iterator[tuple], depth: int = 2) -> Iterator[tuple]:
+    """Render the next batches in a thread while torch trains on this one (cv2 and Pillow release
+    the GIL for most of their work)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def fill() -> None:
+        for item in it:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+
+    t = threading.Thread(target=fill, name="meter-batches", daemon=True)
+    t.start()
+    try:
+        while True:
+            yield q.get()
+    finally:
+        stop.set()
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+def train(
+    steps: int,
+    *,
+    seed: int = RECIPE["seed"],
+    batch: int = RECIPE["batch"],
+    lr: float = RECIPE["lr"],
+    init: Path | None = None,
+    own: list[Labelled] | None = None,
+    threads: int = RECIPE["threads"],
+    report_every: int = 100,
+) -> tuple[Any, list[float]]:
+    """Train (or fine-tune from the FP32 ONNX `init`) for `steps`; (model, mean loss per report)."""
+    torch = _torch()
+    from edge_ocr.train.crnn import MeterCRNN
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    model = MeterCRNN()
+    if init is not None:
+        load_onnx_weights(model, init)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=RECIPE["weight_decay"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 2), pct_start=0.1)
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+    model.train()
+    losses: list[float] = []
+    window: list[float] = []
+    t0 = time.perf_counter()
+    data = _prefetch(batches(seed, batch, RECIPE["camera_strength"], own))
+    for step in range(1, steps + 1):
+        x, targets, lengths = next(data)
+        logits = model(x)  # N, T, C
+        logp = logits.log_softmax(-1).permute(1, 0, 2)  # T, N, C
+        inputs = torch.full((x.shape[0],), logp.shape[0], dtype=torch.long)
+        loss = ctc(logp, targets, inputs, lengths)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        window.append(float(loss))
+        if step % report_every == 0 or step == steps:
+            losses.append(float(np.mean(window)))
+            window = []
+            log.info("step %d/%d loss %.4f (%.0f s)", step, steps, losses[-1], time.perf_counter() - t0)
+    model.eval()
+    return model, losses
+
+
+# --- ONNX -------------------------------------------------------------------------------------------
+
+
+def export(model: Any, out: Path, about: dict[str, Any] | None = None) -> Path:
+    """The FP32 ONNX the runtime reads: BatchNorm folded, softmax output, any width, charset in the
+    metadata (`character`, as PP-OCR keeps it)."""
+    torch = _torch()
+    import onnx
+
+    from edge_ocr.train.crnn import CHARSET, WithSoftmax
+
+    model.eval()
+    dummy = torch.zeros(1, 1, HEIGHT, 160)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.onnx.export(
+        WithSoftmax(model), (dummy,), str(tmp), input_names=["x"], output_names=["probs"],
+        dynamic_axes={"x": {0: "N", 3: "W"}, "probs": {0: "N", 1: "T"}}, opset_version=17,
+        do_constant_folding=True, dynamo=False,
+    )  # fmt: skip
+    m = onnx.load(str(tmp))
+    meta = {"character": "\n".join(CHARSET), "model": "edge-ocr meter CRNN", **(about or {})}
+    for k, v in meta.items():
+        entry = m.metadata_props.add()
+        entry.key, entry.value = k, v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    m.producer_name = "edge-ocr"
+    onnx.save(m, str(out))
+    tmp.unlink(missing_ok=True)
+    return out
+
+
+def load_onnx_weights(model: Any, path: Path) -> None:
+    """Start from an exported model (BatchNorm folded into the convolutions): each conv gets the
+    folded weight and bias, its BatchNorm becomes the identity, the LSTM and head load as they are."""
+    torch = _torch()
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    modules = list(model.features)
+    conv_mods = [(i, m) for i, m in enumerate(modules) if isinstance(m, torch.nn.Conv2d)]
+    if len(convs) != len(conv_mods):
+        raise ValueError(f"{path} has {len(convs)} convolutions, the network {len(conv_mods)}")
+    for node, (i, conv) in zip(convs, conv_mods, strict=True):
+        w = inits[node.input[1]]
+        b = inits[node.input[2]] if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)
+        conv.weight.data = torch.from_numpy(w.copy())
+        bn = modules[i + 1]
+        bn.reset_parameters()
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0 - bn.eps)
+        bn.bias.data = torch.from_numpy(b.copy())
+    lstm = [n for n in g.node if n.op_type == "LSTM"][0]
+    w, r, b = (inits[lstm.input[k]] for k in (1, 2, 3))
+    # ONNX gates are i, o, f, c; torch's i, f, c(g), o.
+    order = [0, 2, 3, 1]
+
+    def torch_gates(a: np.ndarray) -> np.ndarray:
+        parts = np.split(a, 4, axis=0)
+        return np.concatenate([parts[k] for k in order], axis=0)
+
+    h = model.rnn.hidden_size
+    for d, suffix in enumerate(("", "_reverse")):
+        getattr(model.rnn, f"weight_ih_l0{suffix}").data = torch.from_numpy(torch_gates(w[d]).copy())
+        getattr(model.rnn, f"weight_hh_l0{suffix}").data = torch.from_numpy(torch_gates(r[d]).copy())
+        bi, bh = b[d][: 4 * h], b[d][4 * h :]
+        getattr(model.rnn, f"bias_ih_l0{suffix}").data = torch.from_numpy(
+            torch_gates(bi[:, None])[:, 0].copy()
+        )
+        getattr(model.rnn, f"bias_hh_l0{suffix}").data = torch.from_numpy(
+            torch_gates(bh[:, None])[:, 0].copy()
+        )
+    head = [n for n in g.node if n.op_type in ("Gemm", "MatMul")][-1]
+    hw = inits[head.input[1]]
+    model.head.weight.data = torch.from_numpy((hw.T if head.op_type == "MatMul" else hw).copy())
+    if head.op_type == "Gemm":
+        bias_name = head.input[2]
+    else:  # MatMul then Add(bias, product), either operand order
+        add = next(n for n in g.node if n.op_type == "Add" and head.output[0] in n.input)
+        bias_name = next(i for i in add.input if i != head.output[0])
+    model.head.bias.data = torch.from_numpy(inits[bias_name].copy())
+
+
+# --- evaluation -------------------------------------------------------------------------------------
+
+
+def held_back(kinds: Sequence[str] = render.KINDS, n: int = EVAL_PER_KIND) -> dict[str, list[render.Crop]]:
+    """The held-back rendered sets, per kind (seeds training never uses)."""
+    return {k: render.render_set(EVAL_SEED + render.KINDS.index(k), n, k) for k in kinds}
+
+
+def _edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def score(crops: Sequence[render.Crop], readings: Sequence[str]) -> dict[str, float]:
+    """exact (a drum reading of either neighbouring value counts), CER against the nearest right
+    reading, and for drums the share wrong above the last digit (what a meter must never publish)."""
+    right = errors = chars = wrong_high = 0
+    for crop, got in zip(crops, readings, strict=True):
+        ok = render.neighbours(crop)
+        if got in ok:
+            right += 1
+        best = min(ok, key=lambda t: _edit_distance(got, t))
+        errors += _edit_distance(got, best)
+        chars += len(best)
+        if got not in ok and crop.value is not None:
+            digits_got = got.replace(".", "")
+            if len(digits_got) != len(best.replace(".", "")) or digits_got[:-1] != best.replace(".", "")[:-1]:
+                wrong_high += 1
+    n = max(len(crops), 1)
+    out = {"n": len(crops), "exact": right / n, "cer": errors / max(chars, 1)}
+    if crops and crops[0].value is not None:
+        out["wrong_above_last_digit"] = wrong_high / n
+    return out
+
+
+def evaluate_onnx(path: Path, sets: dict[str, list[render.Crop]], threads: int = 1) -> dict[str, dict]:
+    """Read every held-back crop with the runtime's own reader on the ONNX file; figures per kind."""
+    import onnxruntime as ort
+
+    from edge_ocr.inference.meter import MeterReader
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    reader = MeterReader(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
+    figures: dict[str, dict] = {}
+    for kind, crops in sets.items():
+        t = time.perf_counter()
+        readings = [reader.read([c.image], "0123456789.-")[0].text for c in crops]
+        ms = (time.perf_counter() - t) * 1000 / max(len(crops), 1)
+        figures[kind] = {**score(crops, readings), "ms_per_crop": round(ms, 2)}
+    return figures
+
+
+def within_tolerance(got: dict[str, dict], committed: dict[str, dict]) -> list[str]:
+    """The figures of a retrain that differ from the committed ones by more than TOLERANCE."""
+    off = []
+    for kind, ref in committed.items():
+        mine = got.get(kind)
+        if mine is None:
+            off.append(f"{kind}: not measured")
+            continue
+        for key, tol in TOLERANCE.items():
+            if abs(mine[key] - ref[key]) > tol:
+                off.append(f"{kind} {key}: {mine[key]:.4f} vs committed {ref[key]:.4f} (tolerance {tol})")
+    return off
+
+
+def run(
+    out: Path,
+    *,
+    steps: int | None = None,
+    seed: int | None = None,
+    from_dir: Path | None = None,
+    init: Path | None = None,
+    eval_per_kind: int = EVAL_PER_KIND,
+) -> dict[str, Any]:
+    """Train (or fine-tune `init` on `from_dir`), export to `out`, evaluate on the held-back sets.
+
+    Returns the report `edge-ocr train meter` prints and the build commits beside the model."""
+    own = load_folder(from_dir) if from_dir is not None else None
+    fine = own is not None
+    steps = steps if steps is not None else (RECIPE["finetune_steps"] if fine else RECIPE["steps"])
+    seed = seed if seed is not None else RECIPE["seed"]
+    lr = RECIPE["finetune_lr"] if fine else RECIPE["lr"]
+    torch = _torch()
+    t0 = time.perf_counter()
+    model, losses = train(steps, seed=seed, lr=lr, init=init if fine else None, own=own)
+    seconds = time.perf_counter() - t0
+    about = {"recipe": {**RECIPE, "steps": steps, "seed": seed, "lr": lr},
+             "fine_tuned_on": f"{len(own)} crops" if own else None}  # fmt: skip
+    export(model, out, about)
+    figures = evaluate_onnx(out, held_back(n=eval_per_kind))
+    return {
+        "model": str(out),
+        "steps": steps,
+        "seed": seed,
+        "train_seconds": round(seconds, 1),
+        "torch": torch.__version__,
+        "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
+        "losses": [round(v, 4) for v in losses],
+        "held_back": figures,
+    }

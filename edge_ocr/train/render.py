@@ -1,0 +1,552 @@
+"""Labelled meter crops, rendered: what a numeric camera region cuts out of a frame, with its true text.
+
+This module owns the meter model's training and evaluation data. `render(rng)` draws one crop of a
+randomly chosen kind and returns it with its label; the same seed gives the same crops, byte for byte.
+
+Kinds (`KINDS`):
+
+- `seg7`: every 7-segment face of `fonts-dseg` (DSEG7 Classic/Modern, Mini, SEGG-CHAN, every weight
+  and slant), plus our own polygon renderer (`edge_ocr.bench.meter.seven_segment`) as a second design;
+- `seg14`: the DSEG14 faces (14/16-segment displays showing digits);
+- `dotmatrix`: 5x7 dot-matrix cells;
+- `printed`: printed digits (DejaVu faces, OpenCV's Hershey faces);
+- `drum`: a mechanical counter, one drum per digit (see below).
+
+Display looks: an LCD (dark ink on a grey-green or grey glass, with the unlit segments faintly visible:
+"ghosts"), an LED (lit segments glowing on black), a backlit LCD (blue, green, amber) and negative LCDs
+(light digits on dark). Readings have leading blank cells (the ghosts of unlit cells, no text), leading
+zeros, decimal points and minus signs.
+
+Mechanical counters are geared: a drum turns only while every drum to its right passes 9 -> 0, so a
+true value of 01239.6 shows the last drum 60% of the way from 9 to 0 *and* the tens drum 60% of the way
+from 3 to 4. **The label of a drum in motion is the digit nearest the window's centre line** (each drum
+rounded): with geared drums that is the true value rounded to the last drum, so labels are always a
+value the counter really passes (01239.6 -> "01240"; 01239.4 -> "01239"). A reading of either
+neighbouring value is right (`neighbours` gives both); anything else (01249, 01230) is wrong. Some
+counters have red fraction drums; drums curve away at the window's top and bottom edges and darken there.
+
+Camera effects on every crop: the region box's margin and a slight turn, perspective, blur (focus or
+motion), glare, sensor noise, low light, JPEG.
+
+Tooling only (needs Pillow, the `[train]` extra): the daemon never imports this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+KINDS = ("seg7", "seg14", "dotmatrix", "printed", "drum")
+# How often each kind is drawn in training: drums and 7-segment displays are what meters show.
+WEIGHTS = {"seg7": 0.34, "seg14": 0.1, "dotmatrix": 0.08, "printed": 0.13, "drum": 0.35}
+
+DSEG_DIR = Path("/usr/share/fonts/truetype/dseg")
+DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
+FONT_PX = 64  # glyphs are drawn this high, then the crop is scaled to the size a camera gives it
+
+
+@dataclass(frozen=True)
+class Crop:
+    image: np.ndarray  # BGR uint8, as a region cuts it from a frame
+    text: str  # the label: what a perfect reader reads (leading blank cells are not text)
+    kind: str
+    # Drums: the true (unrounded) value in last-drum units, so both neighbouring readings can be scored.
+    value: float | None = None
+    digits: int = 0
+
+
+def neighbours(crop: Crop) -> tuple[str, ...]:
+    """Every reading that counts as right: the label, and for a drum in motion the other neighbour."""
+    if crop.value is None:
+        return (crop.text,)
+    lo = math.floor(crop.value + 1e-9)
+    hi = lo + 1 if crop.value - lo > 1e-6 else lo
+    mod = 10**crop.digits
+    return tuple(dict.fromkeys(_drum_text(v % mod, crop.digits, crop.text) for v in (lo, hi)))
+
+
+def _drum_text(v: int, digits: int, like: str) -> str:
+    s = str(v).zfill(digits)
+    if "." in like:  # a printed point between integer and fraction drums
+        i = like.index(".")
+        s = s[:i] + "." + s[i:]
+    return s
+
+
+# --- fonts ------------------------------------------------------------------------------------------
+
+
+def require_fonts() -> None:
+    from edge_ocr.errors import ConfigError
+
+    if not list(DSEG_DIR.glob("DSEG7*.ttf")):
+        raise ConfigError(
+            f"the meter renderer needs the DSEG fonts in {DSEG_DIR}",
+            remedy="apt-get install fonts-dseg (Debian/Ubuntu/Raspberry Pi OS)",
+        )
+
+
+@functools.cache
+def _faces(pattern: str, folder: str) -> tuple[str, ...]:
+    return tuple(sorted(str(p) for p in Path(folder).glob(pattern)))
+
+
+@functools.lru_cache(maxsize=256)
+def _font(path: str, size: int):  # type: ignore[no-untyped-def]
+    from PIL import ImageFont
+
+    return ImageFont.truetype(path, size)
+
+
+def _draw_text(text: str, font_path: str, size: int) -> np.ndarray:
+    """A float32 coverage mask (0..1) of `text` in a TrueType face, tightly cropped in x, padded in y."""
+    from PIL import Image, ImageDraw
+
+    font = _font(font_path, size)
+    left, top, right, bottom = font.getbbox(text)
+    w, h = max(1, right - left), max(1, bottom - top)
+    img = Image.new("L", (w + 4, h + 4), 0)
+    ImageDraw.Draw(img).text((2 - left, 2 - top), text, font=font, fill=255)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+# --- readings ---------------------------------------------------------------------------------------
+
+
+def _reading(rng: np.random.Generator, *, allow_minus: bool = True) -> tuple[list[str], int]:
+    """(cells, leading blank cells): each cell a digit or '-', optionally followed by '.'."""
+    n = int(rng.integers(3, 10))
+    decimals = int(rng.choice([0, 0, 1, 1, 2, 3])) if n > 2 else 0
+    decimals = min(decimals, n - 1)
+    style = rng.random()
+    digits = [str(int(d)) for d in rng.integers(0, 10, n)]
+    blanks = 0
+    if style < 0.35:  # leading zeros kept (counters)
+        zeros = int(rng.integers(0, n - decimals))
+        for i in range(zeros):
+            digits[i] = "0"
+    elif style < 0.75:  # leading zeros blanked (most LCDs): blank cells show only ghosts
+        lead = int(rng.integers(0, n - decimals))
+        if lead:
+            digits[lead] = str(int(rng.integers(1, 10)))
+        blanks = lead
+    cells = digits[:]
+    if decimals:
+        cells[n - decimals - 1] += "."
+    if allow_minus and rng.random() < 0.08 and blanks > 0:
+        cells[blanks - 1] = "-"
+        blanks -= 1
+    return cells, blanks
+
+
+def _label(cells: list[str], blanks: int) -> str:
+    return "".join(cells[blanks:])
+
+
+# --- segment displays (DSEG faces) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Look:
+    bg: tuple[int, int, int]
+    ink: tuple[int, int, int]
+    ghost: float  # unlit segments at this fraction of the way from bg to ink
+    glow: float  # LED bloom
+
+
+def _display_look(rng: np.random.Generator) -> _Look:
+    r = rng.random()
+    jitter = rng.integers(-18, 19, 3)
+
+    def c(base: tuple[int, int, int]) -> tuple[int, int, int]:
+        return tuple(int(np.clip(b + j, 0, 255)) for b, j in zip(base, jitter, strict=True))  # type: ignore[return-value]
+
+    if r < 0.45:  # reflective LCD
+        bg = c(
+            tuple(
+                int(x)
+                for x in rng.choice([(168, 186, 172), (190, 196, 190), (150, 170, 160), (205, 210, 200)])
+            )
+        )
+        return _Look(bg, c((38, 44, 36)), float(rng.uniform(0.0, 0.3)), 0.0)
+    if r < 0.7:  # LED: red, green, blue, amber or white on black
+        ink = tuple(
+            int(x)
+            for x in rng.choice(
+                [(40, 40, 255), (60, 255, 80), (255, 160, 40), (30, 170, 255), (240, 240, 240)]
+            )
+        )
+        return _Look(c((12, 12, 14)), ink, float(rng.uniform(0.0, 0.15)), float(rng.uniform(0.0, 1.0)))
+    if r < 0.88:  # backlit LCD: dark ink on a lit blue/green/amber background
+        bg = tuple(
+            int(x) for x in rng.choice([(230, 170, 60), (90, 220, 150), (60, 190, 240), (200, 210, 120)])
+        )
+        return _Look(c(bg), c((30, 30, 40)), float(rng.uniform(0.0, 0.25)), 0.0)
+    # negative LCD: light segments on a dark (often blue) glass
+    bg = tuple(int(x) for x in rng.choice([(90, 30, 10), (25, 25, 25), (60, 20, 60)]))
+    return _Look(c(bg), c((235, 240, 235)), float(rng.uniform(0.0, 0.2)), float(rng.uniform(0.0, 0.4)))
+
+
+def _compose(ink_mask: np.ndarray, ghost_mask: np.ndarray | None, look: _Look) -> np.ndarray:
+    bg = np.array(look.bg, np.float32)
+    ink = np.array(look.ink, np.float32)
+    a = ink_mask[..., None]
+    if look.glow > 0:
+        bloom = cv2.GaussianBlur(ink_mask, (0, 0), 2.0 + 3 * look.glow)[..., None] * 0.6 * look.glow
+        a = np.clip(a + bloom, 0, 1)
+    if ghost_mask is not None and look.ghost > 0:
+        g = ghost_mask[..., None] * look.ghost
+        a = np.maximum(a, g)
+    return np.clip(bg + (ink - bg) * a, 0, 255)
+
+
+def _pad(mask: np.ndarray, rng: np.random.Generator, h_frac: tuple[float, float] = (0.1, 0.45)) -> np.ndarray:
+    h = mask.shape[0]
+    top, bottom = (int(rng.uniform(*h_frac) * h) for _ in range(2))
+    left, right = (int(rng.uniform(0.05, 0.5) * h) for _ in range(2))
+    return cv2.copyMakeBorder(mask, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
+
+
+def _dseg(rng: np.random.Generator, family: str) -> Crop:
+    faces = _faces(f"{family}*.ttf", str(DSEG_DIR))
+    face = str(rng.choice(faces))
+    cells, blanks = _reading(rng)
+    full = "8" if family == "DSEG7" else "~"
+    # '!' is a blank cell of digit width in DSEG; a '.' is drawn in the space of the cell before it.
+    shown = "".join("!" if i < blanks else c for i, c in enumerate(cells))
+    ghost_text = "".join(full + "." for _ in cells)
+    ink = _draw_text(shown, face, FONT_PX)
+    ghost = _draw_text(ghost_text, face, FONT_PX)
+    h, w = max(ink.shape[0], ghost.shape[0]), max(ink.shape[1], ghost.shape[1])
+    ink = _right_align(ink, h, w)
+    ghost = _right_align(ghost, h, w)
+    look = _display_look(rng)
+    both = _pad(np.stack([ink, ghost], axis=-1), rng)
+    img = _compose(both[..., 0], both[..., 1], look)
+    kind = "seg7" if family == "DSEG7" else "seg14"
+    return Crop(img.astype(np.uint8), _label(cells, blanks), kind)
+
+
+def _right_align(mask: np.ndarray, h: int, w: int) -> np.ndarray:
+    out = np.zeros((h, w), np.float32)
+    out[h - mask.shape[0] :, w - mask.shape[1] :] = mask
+    return out
+
+
+def _polygon_seg7(rng: np.random.Generator) -> Crop:
+    from edge_ocr.bench.meter import seven_segment
+
+    cells, blanks = _reading(rng)
+    text = "".join(" " if i < blanks else c for i, c in enumerate(cells))
+    look = _display_look(rng)
+    img = seven_segment(
+        text, digit_h=FONT_PX, ghost=look.ghost, slant_deg=float(rng.uniform(0, 12)),
+        thickness=float(rng.uniform(0.08, 0.17)), bg=look.bg, ink=look.ink,
+        pad=(int(rng.uniform(0.05, 0.5) * FONT_PX), int(rng.uniform(0.1, 0.45) * FONT_PX)),
+    )  # fmt: skip
+    return Crop(img, _label(cells, blanks), "seg7")
+
+
+# --- dot matrix -------------------------------------------------------------------------------------
+
+# 5x7 cells, rows top to bottom, 1 = lit.
+_DOTS = {
+    "0": ("01110", "10001", "10011", "10101", "11001", "10001", "01110"),
+    "1": ("00100", "01100", "00100", "00100", "00100", "00100", "01110"),
+    "2": ("01110", "10001", "00001", "00010", "00100", "01000", "11111"),
+    "3": ("11111", "00010", "00100", "00010", "00001", "10001", "01110"),
+    "4": ("00010", "00110", "01010", "10010", "11111", "00010", "00010"),
+    "5": ("11111", "10000", "11110", "00001", "00001", "10001", "01110"),
+    "6": ("00110", "01000", "10000", "11110", "10001", "10001", "01110"),
+    "7": ("11111", "00001", "00010", "00100", "01000", "01000", "01000"),
+    "8": ("01110", "10001", "10001", "01110", "10001", "10001", "01110"),
+    "9": ("01110", "10001", "10001", "01111", "00001", "00010", "01100"),
+    "-": ("00000", "00000", "00000", "11111", "00000", "00000", "00000"),
+    ".": ("0", "0", "0", "0", "0", "0", "1"),
+    " ": ("00000",) * 7,
+}
+
+
+def _dotmatrix(rng: np.random.Generator) -> Crop:
+    cells, blanks = _reading(rng)
+    glyphs: list[str] = []
+    for i, c in enumerate(cells):
+        glyphs.append(" " if i < blanks else c[0])
+        if c.endswith("."):
+            glyphs.append(".")
+    pitch = FONT_PX / 7.0
+    r = pitch * float(rng.uniform(0.32, 0.48))
+    square = rng.random() < 0.4
+    cols = sum(len(_DOTS[g][0]) + 1 for g in glyphs)
+    ink = np.zeros((FONT_PX + 4, int(cols * pitch) + 4), np.float32)
+    ghost = np.zeros_like(ink)
+    x0 = 2.0
+    for g in glyphs:
+        rows = _DOTS[g]
+        for ry, row in enumerate(rows):
+            for rx, bit in enumerate(row):
+                cx, cy = x0 + (rx + 0.5) * pitch, 2 + (ry + 0.5) * pitch
+                target = ink if bit == "1" else ghost
+                if square:
+                    cv2.rectangle(target, (int(cx - r), int(cy - r)), (int(cx + r), int(cy + r)), 1.0, -1)
+                else:
+                    cv2.circle(target, (int(cx), int(cy)), max(1, int(r)), 1.0, -1, cv2.LINE_AA)
+        x0 += (len(rows[0]) + 1) * pitch
+    look = _display_look(rng)
+    both = _pad(np.stack([ink, ghost], axis=-1), rng)
+    return Crop(
+        _compose(both[..., 0], both[..., 1], look).astype(np.uint8), _label(cells, blanks), "dotmatrix"
+    )
+
+
+# --- printed digits ---------------------------------------------------------------------------------
+
+_HERSHEY = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
+            cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_PLAIN)  # fmt: skip
+
+
+def _printed(rng: np.random.Generator) -> Crop:
+    cells, blanks = _reading(rng)
+    text = _label(cells, blanks)
+    faces = _faces("DejaVu*.ttf", str(DEJAVU_DIR))
+    if faces and rng.random() < 0.7:
+        face = str(rng.choice([f for f in faces if "Math" not in f]))
+        spaced = text if rng.random() < 0.6 else " ".join(text).replace(" . ", ".")
+        mask = _draw_text(spaced, face, FONT_PX)
+    else:
+        font = int(rng.choice(_HERSHEY))
+        scale = FONT_PX / 24.0 if font != cv2.FONT_HERSHEY_PLAIN else FONT_PX / 12.0
+        thick = int(rng.integers(2, 7))
+        (w, h), base = cv2.getTextSize(text, font, scale / 1.5, thick)
+        canvas = np.zeros((h + base + 8, w + 8), np.uint8)
+        cv2.putText(canvas, text, (4, h + 4), font, scale / 1.5, 255, thick, cv2.LINE_AA)
+        mask = canvas.astype(np.float32) / 255.0
+    if rng.random() < 0.5:
+        paper, ink = rng.integers(170, 250, 3), rng.integers(0, 70, 3)
+        look = _Look(tuple(int(v) for v in paper), tuple(int(v) for v in ink), 0.0, 0.0)  # type: ignore[arg-type]
+    else:
+        paper, ink = rng.integers(0, 60, 3), rng.integers(190, 256, 3)
+        look = _Look(tuple(int(v) for v in paper), tuple(int(v) for v in ink), 0.0, 0.0)  # type: ignore[arg-type]
+    return Crop(_compose(_pad(mask, rng), None, look).astype(np.uint8), text, "printed")
+
+
+# --- mechanical counters ----------------------------------------------------------------------------
+
+
+def _drum_positions(value: float, digits: int) -> list[float]:
+    """Each drum's continuous position (0..10, left to right) for a geared counter at `value` (in
+    last-drum units): a drum moves only during the last unit of the drum to its right."""
+    pos: list[float] = []
+    lower = value  # the position of the drum to the right, before the modulo
+    for k in range(digits):
+        if k == 0:
+            p = value % 10
+        else:
+            below = pos[-1]
+            whole = math.floor(value / 10**k)
+            p = whole % 10 + max(0.0, below - 9.0)
+        pos.append(p % 10)
+        lower = lower / 10
+    return pos[::-1]
+
+
+def _drum(rng: np.random.Generator) -> Crop:
+    digits = int(rng.integers(4, 10))
+    red = int(rng.choice([0, 0, 1, 2, 3])) if digits > 4 else 0
+    top = 10 ** (digits - int(rng.integers(0, 3)))  # often a few leading zeros
+    whole = int(rng.integers(0, top))
+    if rng.random() < 0.45:  # the last drum in motion, often with a carry through several drums
+        if rng.random() < 0.5:
+            whole = whole - whole % 10 + 9  # 9 -> 0: the carry into the drum to its left
+            if rng.random() < 0.4:
+                whole = whole - whole % 100 + 99
+        value = whole + float(rng.uniform(0.05, 0.95))
+    else:
+        value = float(whole) + float(rng.uniform(-0.04, 0.04))
+    value = max(0.0, value) % 10**digits
+    positions = _drum_positions(value, digits)
+    label_digits = [str(int(math.floor(p + 0.5)) % 10) for p in positions]
+    # The rounded drums agree with the rounded value (what the docstring promises): checked here.
+    rounded = str(int(math.floor(value + 0.5)) % 10**digits).zfill(digits)
+    assert "".join(label_digits) == rounded, (positions, value)
+    point = red > 0 and rng.random() < 0.35
+    text = rounded[: digits - red] + ("." if point else "") + rounded[digits - red :]
+
+    faces = [f for f in _faces("DejaVu*.ttf", str(DEJAVU_DIR)) if "Math" not in f and "Oblique" not in f
+             and "Italic" not in f]  # fmt: skip
+    face = str(rng.choice(faces))
+    cell_h = FONT_PX
+    glyph_h = int(cell_h * rng.uniform(0.55, 0.8))
+    cell_w = int(cell_h * rng.uniform(0.55, 0.8))
+    gap = int(cell_h * rng.uniform(0.04, 0.25))
+    white_drums = rng.random() < 0.3
+    drum_bg = np.array(rng.integers(200, 245, 3) if white_drums else rng.integers(10, 50, 3), np.float32)
+    drum_ink = np.array(rng.integers(0, 40, 3) if white_drums else rng.integers(200, 250, 3), np.float32)
+    frame = np.array(rng.integers(0, 60, 3) if rng.random() < 0.7 else rng.integers(150, 230, 3), np.float32)
+    strip = _digit_strip(face, glyph_h, cell_w, cell_h)
+    curve = float(rng.uniform(0.0, 0.9))
+    shade = float(rng.uniform(0.2, 0.8))
+    win_h = int(cell_h * rng.uniform(0.8, 1.05))
+    margin_y = int(cell_h * rng.uniform(0.08, 0.4))
+    margin_x = int(cell_h * rng.uniform(0.05, 0.4))
+    width = 2 * margin_x + digits * cell_w + (digits - 1) * gap + (gap if point else 0)
+    img = np.empty((win_h + 2 * margin_y, width, 3), np.float32)
+    img[:] = frame
+    x = margin_x
+    for k, p in enumerate(positions):
+        window = _drum_window(strip, p, win_h, curve, shade)
+        bg, ink = drum_bg, drum_ink
+        if k >= digits - red:
+            bg = np.array((30, 30, 200) if not white_drums else (235, 235, 240), np.float32)
+            ink = np.array((240, 240, 240) if not white_drums else (20, 20, 200), np.float32)
+            if k == digits - red and point:
+                cv2.circle(
+                    img,
+                    (x - gap // 2, margin_y + win_h - 6),
+                    max(2, gap // 3),
+                    tuple(float(v) for v in ink),
+                    -1,
+                )
+                x += gap
+        img[margin_y : margin_y + win_h, x : x + cell_w] = bg + (ink - bg) * window[..., None]
+        # darker at the window's top and bottom, where the drum turns away from the light
+        x += cell_w + gap
+    img = _drum_light(img, margin_y, win_h, shade)
+    return Crop(np.clip(img, 0, 255).astype(np.uint8), text, "drum", value=value, digits=digits)
+
+
+@functools.lru_cache(maxsize=64)
+def _digit_strip(face: str, glyph_h: int, cell_w: int, cell_h: int) -> np.ndarray:
+    """Digits 0..9 and 0 again, each centred in a cell_w x cell_h cell, stacked vertically."""
+    strip = np.zeros((11 * cell_h, cell_w), np.float32)
+    for i, d in enumerate("01234567890"):
+        g = _draw_text(d, face, int(glyph_h * 1.25))
+        g = g[:cell_h, :cell_w]
+        y = i * cell_h + (cell_h - g.shape[0]) // 2
+        x = (cell_w - g.shape[1]) // 2
+        strip[y : y + g.shape[0], x : x + g.shape[1]] = np.maximum(
+            strip[y : y + g.shape[0], x : x + g.shape[1]], g
+        )
+    return strip
+
+
+def _drum_window(strip: np.ndarray, pos: float, win_h: int, curve: float, shade: float) -> np.ndarray:
+    """What a window of win_h rows shows of a drum turned to `pos` (digit pos at the centre line):
+    rows far from the centre are foreshortened (the drum's surface turns away) by `curve`."""
+    cell_h = strip.shape[0] // 11
+    centre = (pos + 0.5) * cell_h
+    ys = (np.arange(win_h, dtype=np.float32) + 0.5 - win_h / 2) / (win_h / 2)  # -1..1
+    # A cylinder seen side on: the row at angle a shows arc length R*a where its height is R*sin(a).
+    span = 0.5 * win_h / cell_h * (1 + 0.6 * curve)
+    angle = np.arcsin(np.clip(ys * math.sin(min(1.4, 0.6 + curve)), -1, 1)) / math.sin(min(1.4, 0.6 + curve))
+    src_y = centre + angle * span * cell_h
+    src_y = np.mod(src_y, 10 * cell_h).astype(np.float32)
+    map_y = np.repeat(src_y[:, None], strip.shape[1], axis=1)
+    map_x = np.repeat(np.arange(strip.shape[1], dtype=np.float32)[None, :], win_h, axis=0)
+    return cv2.remap(strip, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def _drum_light(img: np.ndarray, y0: int, h: int, shade: float) -> np.ndarray:
+    ys = (np.arange(img.shape[0], dtype=np.float32) - (y0 + h / 2)) / (h / 2)
+    light = 1.0 - shade * np.clip(np.abs(ys), 0, 1.3) ** 2
+    return img * np.clip(light, 0.15, 1)[:, None, None]
+
+
+# --- the camera -------------------------------------------------------------------------------------
+
+
+def camera(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """What a camera and a region box make of a clean crop: size, turn, perspective, blur, glare, low
+    light, noise, JPEG. `strength` 0 leaves only the scaling."""
+    h, w = img.shape[:2]
+    s = strength
+    # perspective and a slight turn: the corners move by up to ~7% of the height
+    jit = h * 0.07 * s
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dst = src + rng.uniform(-jit, jit, (4, 2)).astype(np.float32)
+    ang = math.radians(float(rng.uniform(-3, 3)) * s)
+    c, sn = math.cos(ang), math.sin(ang)
+    dst = (dst - [w / 2, h / 2]) @ np.float32([[c, sn], [-sn, c]]) + [w / 2, h / 2]
+    dst -= dst.min(axis=0)
+    out_w, out_h = int(dst[:, 0].max()) + 1, int(dst[:, 1].max()) + 1
+    border = tuple(float(v) for v in np.median(np.concatenate([img[0], img[-1]]), axis=0))
+    m = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
+    img = cv2.warpPerspective(img.astype(np.float32), m, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=border)  # fmt: skip
+    # the size a camera gives it: text 14..60 px high
+    target_h = float(rng.uniform(16, 64)) * out_h / FONT_PX * (0.8 + 0.4 * rng.random())
+    scale = max(0.15, min(1.5, target_h / out_h))
+    small = cv2.resize(
+        img, (max(8, int(out_w * scale)), max(6, int(out_h * scale))), interpolation=cv2.INTER_AREA
+    )
+    if rng.random() < 0.6 * s:
+        if rng.random() < 0.7:
+            sigma = float(rng.uniform(0.3, 1.6)) * s
+            small = cv2.GaussianBlur(small, (0, 0), sigma)
+        else:
+            k = int(rng.integers(3, 7))
+            kernel = np.zeros((k, k), np.float32)
+            kernel[k // 2, :] = 1.0 / k
+            rot = cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), float(rng.uniform(0, 180)), 1.0)
+            kernel = cv2.warpAffine(kernel, rot, (k, k))
+            small = cv2.filter2D(small, -1, kernel / max(kernel.sum(), 1e-6))
+    if rng.random() < 0.35 * s:  # glare: a bright soft blob, sometimes saturating
+        gh, gw = small.shape[:2]
+        cy, cx = rng.uniform(0, gh), rng.uniform(0, gw)
+        ry, rx = rng.uniform(0.2, 0.8) * gh, rng.uniform(0.1, 0.5) * gw
+        yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
+        blob = np.exp(-(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2))
+        small = small + blob[..., None] * float(rng.uniform(40, 200)) * s
+    if rng.random() < 0.3 * s:  # low light: less signal, then the camera's gain brings noise
+        small = small * float(rng.uniform(0.25, 0.7)) + float(rng.uniform(0, 20))
+    if rng.random() < 0.3 * s:  # uneven light across the window
+        gh, gw = small.shape[:2]
+        grad = np.linspace(float(rng.uniform(0.6, 1.0)), float(rng.uniform(0.6, 1.0)), gw, dtype=np.float32)
+        small = small * grad[None, :, None]
+    noise = float(rng.uniform(0, 10)) * s
+    if noise > 0.5:
+        small = small + rng.normal(0, noise, small.shape).astype(np.float32)
+    small = np.clip(small, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5 * s:
+        q = int(rng.integers(25, 95))
+        ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, q])
+        if ok:
+            small = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return small
+
+
+# --- entry points -----------------------------------------------------------------------------------
+
+
+def clean(rng: np.random.Generator, kind: str | None = None) -> Crop:
+    """One crop without camera effects, of `kind` (or one drawn by WEIGHTS)."""
+    if kind is None:
+        kind = str(rng.choice(list(WEIGHTS), p=np.array(list(WEIGHTS.values())) / sum(WEIGHTS.values())))
+    if kind == "seg7":
+        return _polygon_seg7(rng) if rng.random() < 0.25 else _dseg(rng, "DSEG7")
+    if kind == "seg14":
+        return _dseg(rng, "DSEG14")
+    if kind == "dotmatrix":
+        return _dotmatrix(rng)
+    if kind == "printed":
+        return _printed(rng)
+    if kind == "drum":
+        return _drum(rng)
+    raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
+
+
+def render(rng: np.random.Generator, kind: str | None = None, strength: float = 1.0) -> Crop:
+    """One labelled crop as a camera region would cut it."""
+    c = clean(rng, kind)
+    return Crop(camera(c.image, rng, strength), c.text, c.kind, c.value, c.digits)
+
+
+def render_set(seed: int, n: int, kind: str | None = None, strength: float = 1.0) -> list[Crop]:
+    """`n` crops from one seed: the same seed gives the same crops (tests/test_meter_render.py)."""
+    rng = np.random.default_rng(seed)
+    return [render(rng, kind, strength) for _ in range(n)]
