@@ -73,7 +73,18 @@ def engine_settings(cfg: Config) -> EngineSettings:
     }
     if e.models_dir is not None:
         kwargs["models_dir"] = e.models_dir
+    kwargs["general"], kwargs["meter"] = readers_needed(cfg)
     return EngineSettings(**kwargs)
+
+
+def readers_needed(cfg: Config) -> tuple[bool, bool]:
+    """(general, meter): which models this config reads with. Folders, text regions and the API need
+    the general models; a device that only reads meters loads the meter model alone (about 100 MB less)."""
+    readers = {r.reader() for src in cfg.sources if isinstance(src, CameraConfig) for r in src.regions}
+    cameras_whole = any(isinstance(src, CameraConfig) and not src.regions for src in cfg.sources)
+    others = any(not isinstance(src, CameraConfig) for src in cfg.sources)
+    general = others or cameras_whole or "general" in readers or bool(cfg.http.enabled and cfg.http.api)
+    return general or not readers, "meter" in readers
 
 
 def folder_settings(src: Any) -> FolderSettings:
@@ -590,7 +601,9 @@ class Daemon:
             )
         al = src.alignment
         analyzer = RegionAnalyzer(
-            src.name, gen.cfg.device_id, tracker, model=dict(self.engine.models), evidence=evidence,
+            src.name, gen.cfg.device_id, tracker, model=self.engine.models_for("general"),
+            region_models={r.name: self.engine.models_for(r.reader()) for r in src.regions},
+            evidence=evidence,
             alignment=al,
             reference_path=(al.reference or state_dir / "reference" / f"{src.name}.png") if al else None,
         )  # fmt: skip

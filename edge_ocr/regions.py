@@ -67,6 +67,7 @@ class Region:
     min_confidence: float | None = None
     numeric: NumericRules | None = None
     suppress_ghosts: bool = False  # whiten an LCD's unlit segments before reading (preprocess)
+    reader: Literal["general", "meter"] = "general"  # the meter model reads one line of digits
 
     def __post_init__(self) -> None:
         if self.box is not None and self.polygon is not None:
@@ -264,7 +265,9 @@ class RegionTracker:
     def _read(self, region: Region, crop: np.ndarray) -> Reading:
         if region.suppress_ghosts:
             crop = suppress_ghosts(crop)
-        if region.mode == "line":
+        if region.reader == "meter":
+            result = self.engine.run_meter(crop, region.charset)
+        elif region.mode == "line":
             # A region is drawn on the camera's upright frame: no upside-down check (see run_line).
             result = self.engine.run_line(crop, region.charset, upright=True)
         else:
@@ -480,6 +483,7 @@ class RegionAnalyzer:
         tracker: RegionTracker,
         *,
         model: dict[str, str] | None = None,
+        region_models: dict[str, dict[str, Any]] | None = None,
         evidence: EvidenceStore | None = None,
         alignment: Any = None,  # config AlignmentConfig (patches and bounds), or None
         reference_path: Path | None = None,
@@ -488,6 +492,8 @@ class RegionAnalyzer:
         self.device_id = device_id
         self.tracker = tracker
         self.model = dict(model or {})
+        # The `model` field per region: a numeric region read by the meter model names that model.
+        self.region_models = dict(region_models or {})
         self.evidence = evidence
         self.alignment = alignment
         self.reference_path = reference_path
@@ -561,7 +567,7 @@ class RegionAnalyzer:
                     source=self.source,
                     value=v,
                     captured_at=captured_at,
-                    model=self.model,
+                    model=self.region_models.get(v.region, self.model),
                     evidence=path,
                 )  # fmt: skip
             )
@@ -593,7 +599,9 @@ def regions_from_config(regions: Sequence[Any]) -> list[Region]:
             charset=r.allowed_chars(),
             min_confidence=r.min_confidence,
             numeric=NumericRules.from_config(r.numeric) if r.numeric is not None else None,
-            suppress_ghosts=r.ghosts == "suppress" or (r.ghosts == "auto" and r.numeric is not None),
+            suppress_ghosts=r.ghosts == "suppress"
+            or (r.ghosts == "auto" and r.numeric is not None and r.reader() == "general"),
+            reader=r.reader(),
         )
         for r in regions
     ]

@@ -199,9 +199,22 @@ class NumericConfig(Section):
     monotonic: Literal["increasing", "decreasing", "none"] = Field(
         "none", description="`increasing`: a decrease is rejected (a counter); `decreasing`: an increase."
     )
-    max_rate: StrictFloat | None = Field(
-        None, gt=0, description="Largest change per `rate_per` (minute or reading); null: no limit."
+    carry: StrictBool | None = Field(
+        None,
+        description="A counter's digit moves on only while all digits right of it pass 9 -> 0 (geared "
+        "drums): a reading whose digit moved on while those still read 9 (01239 -> 01249, a drum read "
+        "mid-roll as the next digit), or whose lower digits wrapped to 0 while it stayed (01239 -> "
+        "01230), is rejected (reason carry). Assumes the last digit turns less than a full turn between "
+        "two readings: a true change of more that ends with the lower digits at 9 is rejected too and "
+        "becomes the value through `accept_after_s`; set false for a fast meter read seldom. "
+        "null: on for `monotonic: increasing`, else off.",
     )
+    max_rate: StrictFloat | None = Field(
+        None, gt=0,
+        description="Largest change per `rate_per` (minute or reading); null: no limit. Per minute it "
+        "grows with the time since the value was last read (accepted or read again within the "
+        "`hysteresis`), plus one step of the last digit.",
+    )  # fmt: skip
     rate_per: Literal["minute", "reading"] = Field(
         "minute", description="`max_rate` is per minute of elapsed time, or per accepted reading."
     )
@@ -224,6 +237,9 @@ class NumericConfig(Section):
         description="Rejected readings that agree with each other this long (and at least 3 times) are "
         "accepted as the new truth, and that is reported; null: never.",
     )  # fmt: skip
+
+
+METER_CHARS = "0123456789.- "  # what the meter model knows (edge_ocr/train/crnn.py)
 
 
 class RegionHomeAssistant(Section):
@@ -268,10 +284,17 @@ class RegionConfig(Section):
         "(reason `low_confidence`).",
     )  # fmt: skip
     numeric: NumericConfig | None = Field(None, description="The region shows a number: plausibility rules.")
+    model: Literal["auto", "meter", "general"] = Field(
+        "auto",
+        description="Which recognizer reads the region: `meter`, edge-ocr's own digit model (digits, point, "
+        "minus; 20x cheaper, trained on displays and counters); `general`, the document models; `auto`: "
+        "meter for numeric regions, general otherwise.",
+    )
     ghosts: Literal["auto", "suppress", "keep"] = Field(
         "auto",
         description="An LCD's unlit segments stay faintly visible and read as 8s and points: `suppress` "
-        "whitens them before reading; `auto`: for numeric regions.",
+        "whitens them before reading; `auto`: for numeric regions read by the general model (the meter "
+        "model was trained on them).",
     )
     homeassistant: RegionHomeAssistant = Field(
         default_factory=RegionHomeAssistant,  # type: ignore[arg-type]
@@ -295,11 +318,24 @@ class RegionConfig(Section):
                 re.compile(self.pattern)
             except re.error as exc:
                 rules.add("pattern", f"not a valid regular expression: {exc}")
+        if self.reader() == "meter":
+            if self.mode != "line":
+                rules.add("model", "the meter model reads one line: use mode: line, or model: general")
+            extra = sorted(set(self.charset or "") - set(METER_CHARS + ","))
+            if extra:
+                rules.add("charset", f"the meter model reads {METER_CHARS!r} only, not {''.join(extra)!r}; "
+                          "use model: general for other characters")
         if self.charset == "":
             rules.add("charset", "must not be empty (leave it out to allow every character)")
         elif self.numeric is not None and not any(c.isdigit() for c in self.charset or "0"):
             rules.add("charset", "a numeric region's charset needs digits")
         return rules
+
+    def reader(self) -> Literal["meter", "general"]:
+        """The recognizer that reads this region (`model`, with auto resolved)."""
+        if self.model == "auto":
+            return "meter" if self.numeric is not None else "general"
+        return self.model
 
     def allowed_chars(self) -> str | None:
         """The characters the recognizer may choose among (None: all the model knows)."""
