@@ -40,7 +40,11 @@ def prepare(fp32: bytes, recipe: Recipe, out: Path) -> Path:
 
     q = quant_imports()
     converted = out.with_suffix(".opset.onnx")
-    onnx.save(version_converter.convert_version(onnx.load_from_string(fp32), OPSET), str(converted))
+    model = onnx.load_from_string(fp32)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    # The wheels' graphs are opset 11/12 and are raised; our own meter model is exported at 17, which
+    # the converter cannot lower (and the quantizer needs only >= 13).
+    onnx.save(version_converter.convert_version(model, OPSET) if opset < OPSET else model, str(converted))
     q.quant_pre_process(
         str(converted), str(out), auto_merge=True, skip_symbolic_shape=not recipe.symbolic_shape_inference
     )
