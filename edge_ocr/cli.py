@@ -283,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--init", metavar="FILE", help="--from: start from this FP32 ONNX (default: the shipped one)"
     )
     t.add_argument("--eval-per-kind", type=int, default=300, help="held-back crops per kind (default 300)")
+    t.add_argument("--card", metavar="FILE", help="also write the model card (sha256, recipe, figures) here")
     t.set_defaults(func=cmd_train)
 
     p = sub.add_parser("models", help="build, calibrate or verify the model files")

@@ -21,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
         shipped.source_bytes()  # refuse an altered shipped model before spending minutes on it
     report = meter.run(Path(args.out), steps=args.steps, seed=args.seed, from_dir=from_dir, init=init,
                        eval_per_kind=args.eval_per_kind)  # fmt: skip
+    if args.card:
+        write_card(report, Path(args.card))
     card = shipped.card()
     committed = card.get("held_back") or {}
     print(json.dumps({k: v for k, v in report.items() if k != "losses"}, indent=1))
@@ -46,3 +48,37 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"reproduced: every figure within {json.dumps(meter.TOLERANCE)} of the committed model")
     return 0
+
+
+def write_card(report: dict, path: Path) -> None:
+    """The model card `build` checks the shipped model against: sha256, recipe, seed, figures."""
+    import platform
+
+    from edge_ocr.models import sha256_file
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")), "")
+    flags = next((ln.split(":", 1)[1].split() for ln in _cpuinfo() if ln.startswith("flags")), [])
+    doc = {
+        "model": Path(report["model"]).name,
+        "sha256": sha256_file(Path(report["model"])),
+        "command": f"edge-ocr train meter --out {Path(report['model']).name}",
+        "seed": report["seed"],
+        "steps": report["steps"],
+        "torch": report["torch"],
+        "recipe": meter.RECIPE,
+        "tolerance": meter.TOLERANCE,
+        "trained_on": {"cpu": cpu, "vnni": any("vnni" in f for f in flags), "machine": platform.machine(),
+                       "seconds": report["train_seconds"]},  # fmt: skip
+        "loss_first_last": report["loss_first_last"],
+        "held_back": report["held_back"],
+        "held_back_data": f"{meter.EVAL_PER_KIND} rendered crops per kind, seeds {meter.EVAL_SEED} + the "
+        "kind's index (never drawn in training)",
+    }
+    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
