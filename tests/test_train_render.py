@@ -1,0 +1,75 @@
+"""The meter renderer (edge_ocr/train/render.py): deterministic per seed, every kind drawn with a label
+a perfect reader would give, and geared drums whose label is a value the counter really passes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PIL", reason="the renderer needs the [train] extra (Pillow)")
+
+from edge_ocr.train import render  # noqa: E402
+
+
+def digest(crops: list[render.Crop]) -> str:
+    h = hashlib.sha256()
+    for c in crops:
+        h.update(c.image.tobytes())
+        h.update(repr(c.image.shape).encode())
+        h.update(c.text.encode())
+    return h.hexdigest()
+
+
+def test_the_same_seed_gives_the_same_crops_and_another_seed_others() -> None:
+    a = render.render_set(11, 40)
+    assert digest(a) == digest(render.render_set(11, 40))
+    assert digest(a) != digest(render.render_set(12, 40))
+
+
+@pytest.mark.parametrize("kind", render.KINDS)
+def test_every_kind_draws_labelled_crops(kind: str) -> None:
+    crops = render.render_set(3, 25, kind)
+    for c in crops:
+        assert c.kind == kind
+        assert c.image.dtype == np.uint8 and c.image.ndim == 3 and c.image.shape[2] == 3
+        assert c.image.shape[0] >= 6 and c.image.shape[1] >= 8
+        assert c.text and set(c.text) <= set("0123456789.-"), c.text
+        assert not c.text.startswith(".") and ".." not in c.text
+        # the picture is not blank: a crop with digits has contrast
+        assert float(c.image.std()) > 3.0
+    assert len({c.text for c in crops}) > 20  # readings vary
+
+
+def test_drums_are_geared_and_labelled_by_the_nearest_digit() -> None:
+    # 01239.6: the last drum 60% from 9 to 0, the tens drum 60% from 3 to 4, the rest still
+    pos = render._drum_positions(1239.6, 5)
+    assert pos[:3] == pytest.approx([0, 1, 2])
+    assert pos[3] == pytest.approx(3.6)
+    assert pos[4] == pytest.approx(9.6)
+    # 01235.5: only the last drum is moving
+    pos = render._drum_positions(1235.5, 5)
+    assert pos[3] == pytest.approx(3.0) and pos[4] == pytest.approx(5.5)
+    # a carry through two drums: 00999.3 turns the tens and hundreds with the units
+    pos = render._drum_positions(999.3, 5)
+    assert pos[1] == pytest.approx(0.3) and pos[2] == pytest.approx(9.3) and pos[3] == pytest.approx(9.3)
+
+
+def test_either_neighbour_of_a_drum_in_motion_is_right_and_nothing_else() -> None:
+    crop = render.Crop(np.zeros((4, 4, 3), np.uint8), "01240", "drum", value=1239.6, digits=5)
+    assert set(render.neighbours(crop)) == {"01239", "01240"}
+    assert "01249" not in render.neighbours(crop) and "01230" not in render.neighbours(crop)
+    still = render.Crop(np.zeros((4, 4, 3), np.uint8), "01239", "drum", value=1239.0, digits=5)
+    assert render.neighbours(still) == ("01239",)
+    # every rendered drum's label is one of its neighbours
+    for c in render.render_set(5, 60, "drum"):
+        assert c.text in render.neighbours(c)
+        assert c.value is not None
+
+
+def test_camera_strength_zero_keeps_the_picture_clean() -> None:
+    rng = np.random.default_rng(0)
+    c = render.clean(rng, "seg7")
+    out = render.camera(c.image, np.random.default_rng(1), strength=0.0)
+    assert out.shape[2] == 3 and out.dtype == np.uint8
