@@ -518,3 +518,37 @@ def test_a_digits_region_reads_letter_like_glyphs_as_digits(engine, shown: str, 
     (value,) = tracker.update(img).values
     # Masked in the decoder, not deleted afterwards (that would drop the letters: "803", "24").
     assert (value.text, value.valid) == (digits, True)
+
+
+# ------------------------------------------------------------------ the meter model on a DSEG7 LCD (issue 17)
+
+DSEG_VALUES = ["04817.3", "04821.6", "04826.0", "04830.8", "04838.2", "04845.5", "04851.7", "04858.0",
+               "04863.6", "04867.4"]  # fmt: skip
+GLARE_VALUE = "04831.5"  # shown for 4 s under glare between 04845.5 and 04851.7: lower, never a value
+
+
+@pytest.fixture(scope="module")
+def dseg_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("PIL", reason="the DSEG7 LCD is drawn with Pillow (the [train] extra)")
+    schedule: list[Any] = [(v, 2.0) for v in DSEG_VALUES[:6]]
+    schedule.append((GLARE_VALUE, 4.0, 0.9))
+    schedule += [(v, 2.0) for v in DSEG_VALUES[6:]]
+    return video(tmp_path_factory, "dseg7", schedule, face="dseg7")
+
+
+@pytest.mark.parametrize("numeric", ["{monotonic: increasing, unit: m³}",
+                                     "{decimals: 1, monotonic: increasing, unit: m³}"],
+                         ids=["point-read", "decimals-1"])  # fmt: skip
+def test_the_meter_model_publishes_every_true_value_of_a_dseg7_lcd_and_never_the_glare(
+    tmp_path: Path, broker: Mosquitto, dseg_video: Path, numeric: str
+) -> None:
+    """The numeric region reads with the meter model (model: auto), FP32 and INT8 alike; the small lit
+    point of 04867.4 is read (or placed by decimals), and the lower value under glare is rejected."""
+    device = "dseg-" + ("dec" if "decimals" in numeric else "pt")
+    with MeterDaemon(tmp_path, device, dseg_video, broker, numeric=numeric) as d:
+        msgs = d.run_to_end()
+    valid = valid_values(msgs)
+    assert valid == [float(v) for v in DSEG_VALUES], [(m["text"], m["valid"], m["reason"]) for m in msgs]
+    assert float(GLARE_VALUE) not in valid
+    assert all(m["model"]["set"] == "meter" and m["model"]["meter"]["precision"] in ("fp32", "int8")
+               for m in msgs)  # fmt: skip

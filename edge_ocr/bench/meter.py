@@ -258,6 +258,32 @@ def _glare(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.nda
     return np.clip(out + (255 - out) * mask * 0.85 + 0.5, 0, 255).astype(np.uint8)
 
 
+def dseg7_lcd(text: str, *, digit_h: int = DIGIT_H, ghost: float = 0.12, cells: int = CELLS) -> np.ndarray:
+    """The LCD window drawn with the DSEG7 Classic face (fonts-dseg) instead of our polygons: a second,
+    independent 7-segment design, right-aligned in `cells` cells over the ghost `8.` of every cell.
+    Needs Pillow (the [train] extra)."""
+    from edge_ocr.train.render import DSEG_DIR, _draw_text
+
+    face = str(DSEG_DIR / "DSEG7Classic-Regular.ttf")
+    n = sum(1 for c in text if c != ".")
+    shown = "!" * (cells - n) + text.replace(" ", "!")
+    ink = _draw_text(shown, face, digit_h)
+    shade = _draw_text("8." * cells, face, digit_h)
+    h, w = max(ink.shape[0], shade.shape[0]), max(ink.shape[1], shade.shape[1])
+    a = np.zeros((h, w), np.float32)
+    a[h - ink.shape[0] :, w - ink.shape[1] :] = ink
+    g = np.zeros((h, w), np.float32)
+    g[h - shade.shape[0] :, w - shade.shape[1] :] = shade
+    alpha = np.maximum(a, g * ghost)
+    pad_x, pad_y = round(0.35 * digit_h), round(0.31 * digit_h)
+    alpha = cv2.copyMakeBorder(alpha, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_CONSTANT, value=0)
+    bg, ink_c = np.array(LCD_BG, np.float32), np.array(LCD_INK, np.float32)
+    return np.clip(bg + (ink_c - bg) * alpha[..., None] + 0.5, 0, 255).astype(np.uint8)
+
+
+LCD_FACES: dict[str, Callable[..., np.ndarray]] = {"polygon": seven_segment, "dseg7": dseg7_lcd}
+
+
 def _clean_frame(
     text: str,
     size: tuple[int, int],
@@ -266,6 +292,7 @@ def _clean_frame(
     blur: float,
     ghost: float,
     seed: int,
+    face: str = "polygon",
 ) -> np.ndarray:
     """The frame before sensor noise."""
     if size not in _FACES:
@@ -273,7 +300,7 @@ def _clean_frame(
     img = _FACES[size].copy()
     x, y, w, h = _scaled_box(LCD_BOX, size)
     digit_h = DIGIT_H * h / LCD_BOX[3]
-    lcd = seven_segment(text, digit_h=round(digit_h), ghost=ghost, cells=CELLS)
+    lcd = LCD_FACES[face](text, digit_h=round(digit_h), ghost=ghost, cells=CELLS)
     img[y : y + h, x : x + w] = cv2.resize(lcd, (w, h), interpolation=cv2.INTER_AREA)
     if glare > 0:
         img = _glare(img, glare, np.random.default_rng(seed))
@@ -334,16 +361,18 @@ def drifted_point(
 
 def write_meter_video(
     path: Path | str,
-    schedule: Sequence[tuple[str, float]],
+    schedule: Sequence[tuple[str, float] | tuple[str, float, float]],
     *,
     fps: float = 10.0,
+    face: str = "polygon",
     size: tuple[int, int] = FRAME_SIZE,
     drift: Callable[[int], tuple[float, float, float]] | None = None,
     noise: float = 3,
     seed: int = 0,
     **frame_kwargs: float,
 ) -> list[int]:
-    """An MJPG .avi showing each (text, seconds) of `schedule` in turn (at least one frame each).
+    """An MJPG .avi showing each (text, seconds) of `schedule` in turn (at least one frame each); an
+    entry (text, seconds, glare) has its own glare. `face`: the LCD's design (polygon or dseg7).
 
     `drift(frame_index)` -> (dx, dy, angle_deg) moves the camera over time (None: it never moves);
     `frame_kwargs` (glare, blur, ghost) go to `meter_frame`. Each distinct (text, drift) picture is
@@ -365,19 +394,21 @@ def write_meter_video(
     ghost = float(frame_kwargs.pop("ghost", 0.12))
     if frame_kwargs:
         raise TypeError(f"unknown frame arguments: {sorted(frame_kwargs)}")
-    cache: dict[tuple[str, tuple[float, float, float]], np.ndarray] = {}
+    cache: dict[tuple[str, tuple[float, float, float], float], np.ndarray] = {}
     starts: list[int] = []
     n = 0
     try:
-        for text, seconds in schedule:
+        for entry in schedule:
+            text, seconds = entry[0], entry[1]
+            shine = float(entry[2]) if len(entry) > 2 else glare  # type: ignore[misc]
             starts.append(n)
             for _ in range(max(1, round(seconds * fps))):
                 d = (0.0, 0.0, 0.0) if drift is None else tuple(float(v) for v in drift(n))
-                key = (text, (d[0], d[1], d[2]))
+                key = (text, (d[0], d[1], d[2]), shine)
                 if key not in cache:
                     if len(cache) > 64:
                         cache.clear()
-                    cache[key] = _clean_frame(text, size, key[1], glare, blur, ghost, seed)
+                    cache[key] = _clean_frame(text, size, key[1], shine, blur, ghost, seed, face)
                 frame = cache[key]
                 if pool:
                     plus, minus = pool[n % len(pool)]

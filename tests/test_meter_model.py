@@ -1,0 +1,99 @@
+"""The shipped meter model (issue 17): built into models/ with its sha256, read through the real engine
+and onnxruntime, on rendered crops of every kind; an altered file is refused; `ocr --meter` reads a crop
+as a numeric region does and names the model in its JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_ocr.errors import ModelError
+from edge_ocr.models import default_models_dir, load_manifest
+from edge_ocr.pipeline import Engine, EngineSettings
+
+render = pytest.importorskip("edge_ocr.train.render", reason="rendering needs the [train] extra (Pillow)")
+
+MODELS = default_models_dir()
+TEST_SEED = 9_100_000  # neither training's seeds, the held-back sets' nor calibration's
+DIGITS = "0123456789.-"
+
+
+@pytest.fixture(scope="module")
+def meter_engine() -> Engine:
+    if "meter" not in load_manifest(MODELS)["sets"]:
+        pytest.fail("models/ has no meter set: run `edge-ocr models build`")
+    return Engine(EngineSettings(models_dir=MODELS, general=False, meter=True, precision="fp32"))
+
+
+@pytest.mark.parametrize("kind", render.KINDS)
+def test_the_shipped_model_reads_rendered_crops_of_every_kind(meter_engine: Engine, kind: str) -> None:
+    crops = render.render_set(TEST_SEED + render.KINDS.index(kind), 40, kind)
+    right = [meter_engine.run_meter(c.image, DIGITS).text in render.neighbours(c) for c in crops]
+    # The card's held-back figures are 0.97-1.00 per kind; 40 crops leave room for another CPU's rounding.
+    assert sum(right) >= 34, f"{kind}: {sum(right)} of 40 right"
+
+
+def test_a_meter_only_engine_loads_no_general_model(meter_engine: Engine) -> None:
+    assert set(meter_engine.choices) == {"meter"}
+    assert not meter_engine.has_general
+    assert meter_engine.models_for("meter")["set"] == "meter"
+    with pytest.raises(ModelError, match="general models"):
+        meter_engine.run(np.full((64, 64, 3), 255, np.uint8))
+
+
+def test_int8_reads_like_fp32(meter_engine: Engine) -> None:
+    int8 = Engine(EngineSettings(models_dir=MODELS, general=False, meter=True, precision="int8"))
+    assert int8.choices["meter"].precision == "int8"
+    crops = render.render_set(TEST_SEED + 17, 60)
+    same = sum(
+        int8.run_meter(c.image, DIGITS).text == meter_engine.run_meter(c.image, DIGITS).text for c in crops
+    )
+    assert same >= 57, f"INT8 and FP32 agree on {same} of 60 crops"
+
+
+def test_an_altered_meter_model_is_refused(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(MODELS / "meter", models / "meter")
+    shutil.copy(MODELS / "manifest.yaml", models / "manifest.yaml")
+    path = next((models / "meter").glob("*.fp32.onnx"))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="altered"):
+        Engine(EngineSettings(models_dir=models, general=False, meter=True, precision="fp32"))
+
+
+def test_an_altered_shipped_model_is_refused_by_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_ocr.modelbuild import meter
+
+    altered = tmp_path / meter.MODEL.name
+    data = bytearray(meter.MODEL.read_bytes())
+    data[-100] ^= 0x01
+    altered.write_bytes(bytes(data))
+    monkeypatch.setattr(meter, "MODEL", altered)
+    with pytest.raises(ModelError, match="altered"):
+        meter.build_entry(tmp_path / "models")
+
+
+def test_ocr_meter_reads_a_crop_and_names_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_ocr.cli import main
+
+    crop = next(c for c in render.render_set(TEST_SEED + 99, 20, "seg7") if "." in c.text)
+    path = tmp_path / "crop.png"
+    cv2.imwrite(str(path), crop.image)
+    assert main(["ocr", "--meter", "--json", "--precision", "fp32", str(path)]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["text"] == crop.text
+    assert record["model"]["set"] == "meter"
+    assert record["model"]["meter"]["precision"] == "fp32"
+    assert set(record["model"]) == {"set", "meter"}  # no general model was loaded
+    assert record["timings_ms"]["total"] > 0
