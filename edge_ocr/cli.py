@@ -183,6 +183,10 @@ def _verify(models_dir: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.meters:
+        from edge_ocr.bench import meters as bench_meters
+
+        return bench_meters.main(args)
     if args.api:
         from edge_ocr.bench import api as bench_api
 
@@ -333,6 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--daemon-kind", choices=["pages", "lines"], default="pages")
         p.add_argument("--daemon-n", type=int, default=12, help="files in the daemon throughput burst")
+        p.add_argument(
+            "--meters", action="store_true",
+            help="the meter model vs the general models (and RapidOCR 3.10) on held-back rendered meter "
+            "crops: exact, CER, ms per crop, per kind",
+        )  # fmt: skip
+        p.add_argument(
+            "--meters-n", type=int, metavar="N", help="--meters: rendered crops per kind (default 300)"
+        )
+        p.add_argument(
+            "--meters-dir", metavar="DIR", help="--meters: also read a folder of real crops (labels.tsv)"
+        )
         p.set_defaults(func=cmd_bench)
     except ImportError:  # bench module not present in this build
         pass
