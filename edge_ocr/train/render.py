@@ -153,8 +153,8 @@ def _label(cells: list[str], blanks: int) -> str:
 
 @dataclass(frozen=True)
 class _Look:
-    bg: tuple[int, int, int]
-    ink: tuple[int, int, int]
+    bg: tuple[int, ...]
+    ink: tuple[int, ...]
     ghost: float  # unlit segments at this fraction of the way from bg to ink
     glow: float  # LED bloom
 
@@ -163,8 +163,8 @@ def _display_look(rng: np.random.Generator) -> _Look:
     r = rng.random()
     jitter = rng.integers(-18, 19, 3)
 
-    def c(base: tuple[int, int, int]) -> tuple[int, int, int]:
-        return tuple(int(np.clip(b + j, 0, 255)) for b, j in zip(base, jitter, strict=True))  # type: ignore[return-value]
+    def c(base: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(int(np.clip(b + j, 0, 255)) for b, j in zip(base, jitter, strict=True))
 
     if r < 0.45:  # reflective LCD
         bg = c(
@@ -238,6 +238,10 @@ def _right_align(mask: np.ndarray, h: int, w: int) -> np.ndarray:
     return out
 
 
+def _bgr(c: tuple[int, ...]) -> tuple[int, int, int]:
+    return (c[0], c[1], c[2])
+
+
 def _polygon_seg7(rng: np.random.Generator) -> Crop:
     from edge_ocr.bench.meter import seven_segment
 
@@ -246,7 +250,7 @@ def _polygon_seg7(rng: np.random.Generator) -> Crop:
     look = _display_look(rng)
     img = seven_segment(
         text, digit_h=FONT_PX, ghost=look.ghost, slant_deg=float(rng.uniform(0, 12)),
-        thickness=float(rng.uniform(0.08, 0.17)), bg=look.bg, ink=look.ink,
+        thickness=float(rng.uniform(0.08, 0.17)), bg=_bgr(look.bg), ink=_bgr(look.ink),
         pad=(int(rng.uniform(0.05, 0.5) * FONT_PX), int(rng.uniform(0.1, 0.45) * FONT_PX)),
     )  # fmt: skip
     return Crop(img, _label(cells, blanks), "seg7")
@@ -328,10 +332,10 @@ def _printed(rng: np.random.Generator) -> Crop:
         mask = canvas.astype(np.float32) / 255.0
     if rng.random() < 0.5:
         paper, ink = rng.integers(170, 250, 3), rng.integers(0, 70, 3)
-        look = _Look(tuple(int(v) for v in paper), tuple(int(v) for v in ink), 0.0, 0.0)  # type: ignore[arg-type]
+        look = _Look(tuple(int(v) for v in paper), tuple(int(v) for v in ink), 0.0, 0.0)
     else:
         paper, ink = rng.integers(0, 60, 3), rng.integers(190, 256, 3)
-        look = _Look(tuple(int(v) for v in paper), tuple(int(v) for v in ink), 0.0, 0.0)  # type: ignore[arg-type]
+        look = _Look(tuple(int(v) for v in paper), tuple(int(v) for v in ink), 0.0, 0.0)
     return Crop(_compose(_pad(mask, rng), None, look).astype(np.uint8), text, "printed")
 
 
@@ -467,11 +471,11 @@ def camera(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> 
     s = strength
     # perspective and a slight turn: the corners move by up to ~7% of the height
     jit = h * 0.07 * s
-    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     dst = src + rng.uniform(-jit, jit, (4, 2)).astype(np.float32)
     ang = math.radians(float(rng.uniform(-3, 3)) * s)
     c, sn = math.cos(ang), math.sin(ang)
-    dst = (dst - [w / 2, h / 2]) @ np.float32([[c, sn], [-sn, c]]) + [w / 2, h / 2]
+    dst = (dst - [w / 2, h / 2]) @ np.array([[c, sn], [-sn, c]], np.float32) + [w / 2, h / 2]
     dst -= dst.min(axis=0)
     out_w, out_h = int(dst[:, 0].max()) + 1, int(dst[:, 1].max()) + 1
     border = tuple(float(v) for v in np.median(np.concatenate([img[0], img[-1]]), axis=0))
@@ -481,7 +485,7 @@ def camera(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> 
     # the size a camera gives it: text 14..60 px high
     target_h = float(rng.uniform(16, 64)) * out_h / FONT_PX * (0.8 + 0.4 * rng.random())
     scale = max(0.15, min(1.5, target_h / out_h))
-    small = cv2.resize(
+    small: np.ndarray = cv2.resize(
         img, (max(8, int(out_w * scale)), max(6, int(out_h * scale))), interpolation=cv2.INTER_AREA
     )
     if rng.random() < 0.6 * s:
@@ -490,7 +494,7 @@ def camera(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> 
             small = cv2.GaussianBlur(small, (0, 0), sigma)
         else:
             k = int(rng.integers(3, 7))
-            kernel = np.zeros((k, k), np.float32)
+            kernel: np.ndarray = np.zeros((k, k), np.float32)
             kernel[k // 2, :] = 1.0 / k
             rot = cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), float(rng.uniform(0, 180)), 1.0)
             kernel = cv2.warpAffine(kernel, rot, (k, k))
@@ -516,7 +520,8 @@ def camera(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> 
         q = int(rng.integers(25, 95))
         ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, q])
         if ok:
-            small = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            small = decoded if decoded is not None else small
     return small
 
 
