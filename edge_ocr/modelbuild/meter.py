@@ -43,7 +43,7 @@ RECIPE = Recipe(
     calibration=f"{CALIB_CROPS} rendered crops of every kind (seed {CALIB_SEED}), one per batch",
     method="Percentile",
     percentile=99.999,
-    op_types_to_quantize=("Conv", "MatMul"),
+    op_types_to_quantize=("Conv", "Relu", "MaxPool", "MatMul"),
     symbolic_shape_inference=True,
     why_excluded="none: every Conv (ReLU fused) and the head's MatMul; the BiLSTM and softmax stay FP32",
 )
