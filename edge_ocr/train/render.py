@@ -192,6 +192,31 @@ def _display_look(rng: np.random.Generator) -> _Look:
     return _Look(c(bg), c((235, 240, 235)), float(rng.uniform(0.0, 0.2)), float(rng.uniform(0.0, 0.4)))
 
 
+def _faded(look: _Look, rng: np.random.Generator) -> _Look:
+    """An old or cheap LCD: the ink only part of the way to its colour (low contrast)."""
+    if rng.random() > 0.3:
+        return look
+    f = float(rng.uniform(0.0, 0.45))
+    ink = tuple(int(i + (b - i) * f) for i, b in zip(look.ink, look.bg, strict=True))
+    return _Look(look.bg, ink, look.ghost, look.glow)
+
+
+def _surround(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a region box also catches around a display: its bezel, and some of the meter's face."""
+    h = img.shape[0]
+    out = img
+    if rng.random() < 0.55:
+        t = max(1, int(h * rng.uniform(0.03, 0.12)))
+        dark = rng.random() < 0.7
+        frame = [int(v) for v in (rng.integers(0, 80, 3) if dark else rng.integers(150, 240, 3))]
+        out = cv2.copyMakeBorder(out, t, t, t, t, cv2.BORDER_CONSTANT, value=frame)
+        if rng.random() < 0.5:
+            m = [int(h * rng.uniform(0.0, 0.35)) for _ in range(4)]
+            face = [int(v) for v in rng.integers(110, 235, 3)]
+            out = cv2.copyMakeBorder(out, m[0], m[1], m[2], m[3], cv2.BORDER_CONSTANT, value=face)
+    return out
+
+
 def _compose(ink_mask: np.ndarray, ghost_mask: np.ndarray | None, look: _Look) -> np.ndarray:
     bg = np.array(look.bg, np.float32)
     ink = np.array(look.ink, np.float32)
@@ -225,7 +250,7 @@ def _dseg(rng: np.random.Generator, family: str) -> Crop:
     h, w = max(ink.shape[0], ghost.shape[0]), max(ink.shape[1], ghost.shape[1])
     ink = _right_align(ink, h, w)
     ghost = _right_align(ghost, h, w)
-    look = _display_look(rng)
+    look = _faded(_display_look(rng), rng)
     both = _pad(np.stack([ink, ghost], axis=-1), rng)
     img = _compose(both[..., 0], both[..., 1], look)
     kind = "seg7" if family == "DSEG7" else "seg14"
@@ -301,7 +326,7 @@ def _dotmatrix(rng: np.random.Generator) -> Crop:
                 else:
                     cv2.circle(target, (int(cx), int(cy)), max(1, int(r)), 1.0, -1, cv2.LINE_AA)
         x0 += (len(rows[0]) + 1) * pitch
-    look = _display_look(rng)
+    look = _faded(_display_look(rng), rng)
     both = _pad(np.stack([ink, ghost], axis=-1), rng)
     return Crop(
         _compose(both[..., 0], both[..., 1], look).astype(np.uint8), _label(cells, blanks), "dotmatrix"
@@ -469,6 +494,13 @@ def camera(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> 
     light, noise, JPEG. `strength` 0 leaves only the scaling."""
     h, w = img.shape[:2]
     s = strength
+    # seen from the side, or a face wider or narrower than ours: the width scales by 0.75-1.3
+    sx = 1.0 + (float(rng.uniform(0.75, 1.3)) - 1.0) * s
+    if abs(sx - 1.0) > 0.01:
+        img = cv2.resize(
+            img, (max(4, int(w * sx)), h), interpolation=cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR
+        )
+        w = img.shape[1]
     # perspective and a slight turn: the corners move by up to ~7% of the height
     jit = h * 0.07 * s
     src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
@@ -533,16 +565,18 @@ def clean(rng: np.random.Generator, kind: str | None = None) -> Crop:
     if kind is None:
         kind = str(rng.choice(list(WEIGHTS), p=np.array(list(WEIGHTS.values())) / sum(WEIGHTS.values())))
     if kind == "seg7":
-        return _polygon_seg7(rng) if rng.random() < 0.25 else _dseg(rng, "DSEG7")
-    if kind == "seg14":
-        return _dseg(rng, "DSEG14")
-    if kind == "dotmatrix":
-        return _dotmatrix(rng)
-    if kind == "printed":
-        return _printed(rng)
-    if kind == "drum":
-        return _drum(rng)
-    raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
+        c = _polygon_seg7(rng) if rng.random() < 0.25 else _dseg(rng, "DSEG7")
+    elif kind == "seg14":
+        c = _dseg(rng, "DSEG14")
+    elif kind == "dotmatrix":
+        c = _dotmatrix(rng)
+    elif kind == "printed":
+        c = _printed(rng)
+    elif kind == "drum":
+        c = _drum(rng)
+    else:
+        raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
+    return Crop(_surround(c.image, rng), c.text, c.kind, c.value, c.digits)
 
 
 def render(rng: np.random.Generator, kind: str | None = None, strength: float = 1.0) -> Crop:
