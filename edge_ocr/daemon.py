@@ -53,6 +53,7 @@ from edge_ocr.results import message_id, result_message, safe_topic_level
 from edge_ocr.sources.camera import CameraSource, CapturedFrame, settings_from_config
 from edge_ocr.sources.folder import FinishError, FolderItem, FolderSettings, FolderSource
 from edge_ocr.storage import StorageGuard
+from edge_ocr.trainingset import TrainingFolder
 from edge_ocr.web.fairshare import EngineGate, GatedEngine
 from edge_ocr.web.settings import ApiSettings
 
@@ -586,12 +587,20 @@ class Daemon:
         numeric = any(r.numeric is not None for r in src.regions)
         # The remembered meter values live beside the outbox: they must survive restarts and reboots.
         memory = MeterMemory(state_dir / "meters" / f"{src.name}.json") if numeric else None
+        tr = src.training
+        training = None
+        if numeric and tr.enabled:
+            # Crops of the meter regions for `edge-ocr train meter --from`, beside the meter memory.
+            training = TrainingFolder(
+                state_dir / "training" / src.name, tr.max_files, int(tr.max_mb * 1024 * 1024)
+            )
         tracker = RegionTracker(
             GatedEngine(self.engine, gen.gate),
             regions_from_config(src.regions),
             change_threshold=src.change_threshold,
             debounce_frames=src.debounce_frames,
             memory=memory,
+            training=training,
         )
         evidence = None
         ev = src.evidence

@@ -29,6 +29,7 @@ rejected readings) and `value_message` builds the MQTT payload of one value.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -43,9 +44,10 @@ import numpy as np
 from edge_ocr.alignment import Aligner, Alignment, load_reference, save_reference
 from edge_ocr.draw import render
 from edge_ocr.evidence import EvidenceStore
-from edge_ocr.plausibility import MeterMemory, NumericCheck, NumericRules, Remembered
+from edge_ocr.plausibility import MeterMemory, NumericCheck, NumericRules, Remembered, parse_number
 from edge_ocr.preprocess import crop_box, crop_quad, suppress_ghosts
 from edge_ocr.results import iso, message_id
+from edge_ocr.trainingset import TrainingFolder, label_like
 from edge_ocr.types import OcrResult, Quad, TextLine
 
 log = logging.getLogger(__name__)
@@ -165,6 +167,13 @@ class _State:
     invalid_out: bool = False  # the last report was invalid: the next valid reading is published
     reason: str | None = None  # why it was invalid
     check: NumericCheck | None = None
+    # With a training folder, numeric regions only: the crop last read (as given to the reader) and
+    # its text, for cmd/set_value to label. An unchanged frame is not read again, so it still shows
+    # what the display shows now.
+    last_read: tuple[np.ndarray, str] | None = None
+    # A run of rejected readings saved as pending training crops, and the value remembered before it.
+    training_run: bool = False
+    training_base: float | None = None
 
 
 def signature(crop: np.ndarray) -> np.ndarray | None:
@@ -210,6 +219,7 @@ class RegionTracker:
         debounce_frames: int = 2,
         memory: MeterMemory | None = None,
         aligner: Aligner | None = None,
+        training: TrainingFolder | None = None,
     ) -> None:
         self.engine = engine
         self.regions = tuple(regions) or (Region(WHOLE_FRAME, mode="text"),)
@@ -223,6 +233,7 @@ class RegionTracker:
                 self._state[r.name].check = NumericCheck(r.name, r.numeric, memory)
         self.memory = memory
         self.aligner = aligner
+        self.training = training  # crops of numeric regions for fine-tuning (edge_ocr.trainingset)
         self.alignment: Alignment | None = None  # the last frame's
         self._misaligned: str | None = None  # the reason, while frames cannot be aligned
         self._warned: set[str] = set()
@@ -260,6 +271,11 @@ class RegionTracker:
         before = self.memory.get(region)
         self.memory.set(region, Remembered(value, time.time(), "", "command"))
         self._state[region].published_value = None  # the next valid reading is published, changed or not
+        last_read = self._state[region].last_read
+        if self.training is not None and last_read is not None:
+            crop, text = last_read
+            template = text or (before.text if before else "")
+            self.training.labelled(region, crop, label_like(value, template, r.numeric.decimals))
         return before.value if before else None
 
     def _read(self, region: Region, crop: np.ndarray) -> Reading:
@@ -314,9 +330,13 @@ class RegionTracker:
                 unchanged += 1
                 reading = st.reading
             else:
-                reading = self._read(region, np.ascontiguousarray(crop))
+                given = np.ascontiguousarray(crop)
+                reading = self._read(region, given)
                 st.signature, st.reading = sig, reading
                 read += 1
+                if self.training is not None and region.numeric is not None:
+                    # a view would keep the whole frame alive until the next read: copy the crop only
+                    st.last_read = (given if given.base is None else given.copy(), reading.text)
             value = self._judge(region, st, reading, crop, force, at)
             if value is not None:
                 values.append(value)
@@ -386,8 +406,15 @@ class RegionTracker:
             if (text, reason) == st.rejected and not force:
                 return None  # reported already; the value stands
             st.rejected, st.invalid_out = (text, reason), True
-            return self._invalid(region, st, text, reading, reason, detail, crop.copy(), force)
+            kept = crop.copy()
+            if region.numeric is not None:
+                # the crop the reader was given, not this frame's when the region was not read again
+                given = st.last_read[0] if st.last_read is not None else kept
+                self._training_rejected(region, st, given, text, reason, at)
+            return self._invalid(region, st, text, reading, reason, detail, kept, force)
         st.rejected = None
+        if region.numeric is not None:
+            self._training_valid(region, st, text)
         if verdict is not None:  # numeric
             same = verdict.kind == "same"
             if same and st.published_value is not None and not st.invalid_out and not force:
@@ -410,6 +437,31 @@ class RegionTracker:
             region=region.name, text=text, valid=True, confidence=reading.confidence, previous=previous,
             forced=force,
         )  # fmt: skip
+
+    def _training_rejected(
+        self, region: Region, st: _State, crop: np.ndarray, text: str, reason: str, at: float
+    ) -> None:
+        if self.training is None:
+            return
+        if not st.training_run:
+            last = self.memory.get(region.name) if self.memory is not None else None
+            st.training_run, st.training_base = True, last.value if last else None
+        self.training.pending(region.name, crop, text, reason, at)
+
+    def _training_valid(self, region: Region, st: _State, text: str) -> None:
+        """A valid reading ends a run of rejected ones: if it is the value remembered before the run, the
+        display never changed and the rejected crops showed this text. Otherwise nobody knows what
+        they showed (the meter moved on in between, or was swapped): they stay unlabelled."""
+        if self.training is None or not st.training_run or region.numeric is None:
+            return
+        st.training_run = False
+        value, _ = parse_number(text, region.numeric)
+        base = st.training_base
+        # Equal, not within the hysteresis: a display flickering in its last digit showed either value.
+        if value is not None and base is not None and math.isclose(value, base, rel_tol=1e-12, abs_tol=1e-9):
+            self.training.confirm(region.name, text)
+        else:
+            self.training.release(region.name)
 
     def annotate(self, image: np.ndarray, values: Sequence[RegionValue]) -> np.ndarray:
         """The frame with every region's box and its last reading drawn (published values included)."""

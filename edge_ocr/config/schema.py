@@ -353,6 +353,19 @@ class EvidenceConfig(Section):
     max_mb: StrictFloat = Field(50.0, ge=0.01, description="MiB kept, at most.")
 
 
+class TrainingConfig(Section):
+    """Crops of the camera's numeric regions kept for fine-tuning the meter model, in
+    <state_dir>/training/<name>/ (labels.tsv: what `edge-ocr train meter --from` reads)."""
+
+    enabled: StrictBool = Field(
+        True,
+        description="Keep the crops of rejected readings (pending.tsv, unlabelled) and label them when "
+        "the next valid reading shows the display did not change, or on `cmd/set_value`.",
+    )
+    max_files: StrictInt = Field(500, ge=1, description="Crops kept, at most; the oldest go first.")
+    max_mb: StrictFloat = Field(20.0, ge=0.01, description="MiB of crops kept, at most.")
+
+
 class AlignmentConfig(Section):
     """Re-align every frame to a reference frame by one or two patches of it, before regions are cut."""
 
@@ -427,6 +440,10 @@ class CameraSource(Section):
     )
     alignment: AlignmentConfig | None = Field(
         None, description="Re-align frames to a reference before cutting regions; null: off."
+    )
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig,  # type: ignore[arg-type]
+        description="A training folder of the numeric regions' crops (for `edge-ocr train meter --from`).",
     )
     password_file: ConfigPath | None = Field(None, description="File holding the stream password.")
     password_env: StrictStr | None = Field(
