@@ -182,7 +182,8 @@ def _verify(models_dir: Path, args: argparse.Namespace) -> int:
                                        precision=args.precision, threads=args.threads, general=not meter,
                                        meter=meter))  # fmt: skip
         for role, c in engine.choices.items():
-            print(f"{'meter' if meter else engine.model_set} {role} runs {c.precision} ({c.model.path.name}): {c.why}")
+            label = "meter" if meter else engine.model_set
+            print(f"{label} {role} runs {c.precision} ({c.model.path.name}): {c.why}")
     return 0
 
 
