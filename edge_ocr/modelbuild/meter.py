@@ -37,15 +37,17 @@ EXACT_GATE = 0.002
 CALIB_SEED = 5_000_000  # rendered calibration crops: neither training's seeds nor the held-back sets'
 CALIB_CROPS = 256
 
-# Every Conv and the head's MatMul, the first conv included: the input is already stretched to -1..1,
-# so one per-tensor scale suits it. The BiLSTM stays float (onnxruntime quantizes no LSTM in QDQ).
+# Every Conv with its ReLU and every pool, the first conv included (the input is already stretched to
+# -1..1, so one per-tensor scale suits it): the optimized graph is QLinearConv/NhwcMaxPool end to end.
+# With Conv (+MatMul) alone, each conv's output was requantized (DQ -> Q) before its pool. The BiLSTM
+# and the 128x14 head stay FP32: quantized, the head took 38 us against 7 (QLinearMatMul and its Q/DQ).
 RECIPE = Recipe(
     calibration=f"{CALIB_CROPS} rendered crops of every kind (seed {CALIB_SEED}), one per batch",
     method="Percentile",
     percentile=99.999,
-    op_types_to_quantize=("Conv", "Relu", "MaxPool", "MatMul"),
+    op_types_to_quantize=("Conv", "Relu", "MaxPool"),
     symbolic_shape_inference=True,
-    why_excluded="none: every Conv (ReLU fused) and the head's MatMul; the BiLSTM and softmax stay FP32",
+    why_excluded="the BiLSTM, the head's MatMul and softmax stay FP32 (after the last convolution)",
 )
 
 
