@@ -79,8 +79,14 @@ def test_manifest_lists_every_role_with_verified_files(two_builds, set_name):
         int8 = entry["variants"]["int8"]
         assert int8["recipe"]["quant_format"] and "nodes_to_exclude" in int8["recipe"]
         acc = int8["accuracy"]
-        assert acc["int8_sha256"] == int8["sha256"], "the evaluated INT8 file is the one built"
-        assert entry["int8_allowed"] == (acc["int8"]["cer"] - acc["fp32"]["cer"] <= modelbuild.GATE)
+        if acc["int8_sha256"] == int8["sha256"]:  # the evaluated INT8 file is the one built
+            assert entry["int8_allowed"] == (acc["int8"]["cer"] - acc["fp32"]["cer"] <= modelbuild.GATE)
+        else:
+            # quant_pre_process folds constants with this CPU's float kernels (Recipe.optimize): on
+            # another CPU the bytes can differ from the file evaluated (v4's cls on AVX-512 here), and
+            # such a file is never offered, whatever its evaluated twin scored.
+            assert entry["int8_allowed"] is False
+            assert "differs from the one evaluated" in entry["reason"]
 
 
 @pytest.mark.parametrize("set_name", list(modelbuild.MODEL_SETS))

@@ -46,8 +46,9 @@ def prepare(fp32: bytes, recipe: Recipe, out: Path) -> Path:
     # the converter cannot lower (and the quantizer needs only >= 13).
     onnx.save(version_converter.convert_version(model, OPSET) if opset < OPSET else model, str(converted))
     q.quant_pre_process(
-        str(converted), str(out), auto_merge=True, skip_symbolic_shape=not recipe.symbolic_shape_inference
-    )
+        str(converted), str(out), auto_merge=True, skip_symbolic_shape=not recipe.symbolic_shape_inference,
+        skip_optimization=not recipe.optimize,
+    )  # fmt: skip
     converted.unlink()
     return out
 

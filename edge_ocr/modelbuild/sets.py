@@ -48,6 +48,10 @@ class Recipe:
     op_types_to_quantize: tuple[str, ...] = ("Conv",)
     nodes_to_exclude: tuple[str, ...] = ()
     symbolic_shape_inference: bool = True  # quant_pre_process; some graphs' Reshape defeats it
+    # quant_pre_process's onnxruntime pass (BN folding, constant folding) computes with this CPU's float
+    # kernels: its output, and so the INT8 file, can differ between CPUs. A graph exported clean (BN
+    # already folded) skips it and builds the same bytes everywhere.
+    optimize: bool = True
     why_excluded: str = ""
     extra_options: dict[str, Any] = field(default_factory=dict)
 
