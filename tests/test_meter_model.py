@@ -97,3 +97,47 @@ def test_ocr_meter_reads_a_crop_and_names_the_model(
     assert record["model"]["meter"]["precision"] == "fp32"
     assert set(record["model"]) == {"set", "meter"}  # no general model was loaded
     assert record["timings_ms"]["total"] > 0
+
+
+def _config(tmp_path: Path, regions: str, more: str = "") -> object:
+    from edge_ocr.config import parse_config
+
+    text = f"""
+device_id: t
+state_dir: {tmp_path / "state"}
+sources:
+  - name: cam
+    type: camera
+    url: {tmp_path / "v.avi"}
+    regions:
+{regions}{more}
+"""
+    return parse_config(text, base_dir=tmp_path)
+
+
+def test_a_daemon_reading_only_meters_loads_only_the_meter_model(tmp_path: Path) -> None:
+    from edge_ocr.daemon import engine_settings
+
+    numeric = "      - {name: reading, box: [0, 0, 100, 30], numeric: {monotonic: increasing}}\n"
+    text = "      - {name: label, box: [0, 40, 100, 30]}\n"
+    general_numeric = "      - {name: g, box: [0, 0, 100, 30], numeric: {}, model: general}\n"
+    s = engine_settings(_config(tmp_path, numeric))
+    assert (s.general, s.meter) == (False, True)
+    s = engine_settings(_config(tmp_path, numeric + text))
+    assert (s.general, s.meter) == (True, True)
+    s = engine_settings(_config(tmp_path, general_numeric))
+    assert (s.general, s.meter) == (True, False)
+    folder = "\n  - {name: inbox, type: folder, path: " + str(tmp_path / "in") + "}"
+    s = engine_settings(_config(tmp_path, numeric, folder))
+    assert (s.general, s.meter) == (True, True)
+
+
+def test_the_meter_model_refuses_characters_it_cannot_read(tmp_path: Path) -> None:
+    from edge_ocr.errors import ConfigError
+
+    bad = "      - {name: r, box: [0, 0, 100, 30], numeric: {}, charset: '0123456789kWh'}\n"
+    with pytest.raises(ConfigError, match="charset"):
+        _config(tmp_path, bad)
+    text_mode = "      - {name: r, box: [0, 0, 100, 30], numeric: {}, mode: text, model: meter}\n"
+    with pytest.raises(ConfigError, match="model"):
+        _config(tmp_path, text_mode)
