@@ -181,15 +181,8 @@ class Engine:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         (d,) = self._read([image], timings, charset, upright)
-        h, w = image.shape[:2]
-        box = ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
-        lines = (
-            (TextLine(text=d.text, confidence=d.confidence, box=box, char_confidences=d.char_confidences),)
-            if d.text
-            else ()
-        )
         timings["total"] = (time.perf_counter() - t0) * 1000
-        return OcrResult(lines=lines, width=w, height=h, timings_ms=timings)
+        return _whole_line(image, d, timings)
 
     def run_meter(self, image: np.ndarray, charset: str | None = None) -> OcrResult:
         """Read a meter's display or counter crop with the meter model (upright, no detection).
@@ -204,12 +197,13 @@ class Engine:
         self._check(image)
         t0 = time.perf_counter()
         (d,) = self._meter.read([image], charset)
-        h, w = image.shape[:2]
-        box = ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
-        lines = (
-            (TextLine(text=d.text, confidence=d.confidence, box=box, char_confidences=d.char_confidences),)
-            if d.text
-            else ()
-        )
         ms = (time.perf_counter() - t0) * 1000
-        return OcrResult(lines=lines, width=w, height=h, timings_ms={"meter": ms, "total": ms})
+        return _whole_line(image, d, {"meter": ms, "total": ms})
+
+
+def _whole_line(image: np.ndarray, d: Decoded, timings: dict[str, float]) -> OcrResult:
+    """The result of reading a whole image as one line: its box is the image."""
+    h, w = image.shape[:2]
+    box = ((0.0, 0.0), (float(w), 0.0), (float(w), float(h)), (0.0, float(h)))
+    line = TextLine(text=d.text, confidence=d.confidence, box=box, char_confidences=d.char_confidences)
+    return OcrResult(lines=(line,) if d.text else (), width=w, height=h, timings_ms=timings)

@@ -31,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_ocr.bench.scoring import levenshtein
 from edge_ocr.inference.meter import HEIGHT, prepare, width_for
 from edge_ocr.train import render
 
@@ -318,16 +319,6 @@ def held_back(kinds: Sequence[str] = render.KINDS, n: int = EVAL_PER_KIND) -> di
     return {k: render.render_set(EVAL_SEED + render.KINDS.index(k), n, k) for k in kinds}
 
 
-def _edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def score(crops: Sequence[render.Crop], readings: Sequence[str]) -> dict[str, float]:
     """exact (a drum reading of either neighbouring value counts), CER against the nearest right
     reading, and for drums the share wrong above the last digit (what a meter must never publish)."""
@@ -336,8 +327,8 @@ def score(crops: Sequence[render.Crop], readings: Sequence[str]) -> dict[str, fl
         ok = render.neighbours(crop)
         if got in ok:
             right += 1
-        best = min(ok, key=lambda t: _edit_distance(got, t))
-        errors += _edit_distance(got, best)
+        best = min(ok, key=lambda t: levenshtein(got, t))
+        errors += levenshtein(got, best)
         chars += len(best)
         if got not in ok and crop.value is not None:
             digits_got = got.replace(".", "")
