@@ -1,6 +1,6 @@
 """Camera benchmark: a real daemon reading a generated meter video, end to end over MQTT.
 
-    python -m edge_ocr.bench_camera [--scenario meter|digits] [--values 24] [--period 2] [--fps 10]
+    python -m edge_ocr.bench.camera [--scenario meter|digits] [--values 24] [--period 2] [--fps 10]
         [--interval 0.1] [--misreads 4] [--threads 0] [--no-every-frame]
 
 A generated video is played in real time by a real daemon (camera source -> alignment -> regions ->
@@ -388,29 +388,33 @@ def _recording_daemon(cfg: Any, frames: list[_Frame]) -> Any:
     """A Daemon whose camera trackers note every analysed frame (OCR reads, time, alignment)."""
     from edge_ocr.daemon import Daemon
 
-    class RecordingDaemon(Daemon):
-        def _camera_frame(self, gen: Any, name: str, analyzer: Any, frame: Any) -> None:
-            tracker = analyzer.tracker
-            if not getattr(tracker, "_bench_recorded", False):
-                update = tracker.update
+    daemon = Daemon(cfg)
+    analyse = daemon.camera_work.frame
 
-                def recorded(image: np.ndarray, *, force: bool = False, at: float | None = None) -> Any:
-                    t = time.perf_counter()
-                    out = update(image, force=force, at=at)
-                    ms = (time.perf_counter() - t) * 1000
-                    a = out.alignment
-                    frames.append(
-                        _Frame(at or time.time(), out.read, ms, None)
-                        if a is None
-                        else _Frame(at or time.time(), out.read, ms, a.ok, a.dx, a.dy, a.angle, a.score)
-                    )
-                    return out
+    def recording_frame(gen: Any, name: str, analyzer: Any, frame: Any) -> None:
+        tracker = analyzer.tracker
+        if not getattr(tracker, "_bench_recorded", False):
+            update = tracker.update
 
-                setattr(tracker, "update", recorded)  # noqa: B010 (an instance attribute over a method)
-                setattr(tracker, "_bench_recorded", True)  # noqa: B010
-            super()._camera_frame(gen, name, analyzer, frame)
+            def recorded(image: np.ndarray, *, force: bool = False, at: float | None = None) -> Any:
+                t = time.perf_counter()
+                out = update(image, force=force, at=at)
+                ms = (time.perf_counter() - t) * 1000
+                a = out.alignment
+                frames.append(
+                    _Frame(at or time.time(), out.read, ms, None)
+                    if a is None
+                    else _Frame(at or time.time(), out.read, ms, a.ok, a.dx, a.dy, a.angle, a.score)
+                )
+                return out
 
-    return RecordingDaemon(cfg)
+            setattr(tracker, "update", recorded)  # noqa: B010 (an instance attribute over a method)
+            setattr(tracker, "_bench_recorded", True)  # noqa: B010
+        analyse(gen, name, analyzer, frame)
+
+    # The camera room looks its `frame` up per frame: wrapping it on the instance records every frame.
+    daemon.camera_work.frame = recording_frame  # type: ignore[method-assign]
+    return daemon
 
 
 class _Warnings(logging.Handler):

@@ -86,8 +86,7 @@ engine:
         topic = "edge-ocr/bench/result/inbox"
         sub = Subscriber(broker, [topic])
         daemon = Daemon(cfg)
-        daemon.engine = engine  # same sessions: the comparison is of everything around OCR
-        daemon._engine_key = engine_settings(cfg)
+        daemon.use_engine(engine, engine_settings(cfg))  # same sessions: the comparison is of all around OCR
         thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
         thread.start()
         wait_until(lambda: daemon.gen is not None and bool(daemon.gen.sources), timeout=60)

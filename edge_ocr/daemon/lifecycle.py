@@ -1,0 +1,305 @@
+"""The daemon's lifecycle: generations, reload, the stop event, signals, systemd notifications.
+
+A generation is everything built from one configuration (edge_ocr.daemon.state.Generation): the
+publisher, the workers, the sources, the cameras and the optional web server. A reload stops the old
+generation and starts a new one; the engine and the outbox are kept when their settings did not
+change. `run()` (the main thread) owns the watchdog, the STATUS= line, the storage checks and the
+periodic stats. Shutdown joins in reverse start order. What each room does is handed in as `Rooms`,
+callables the `Daemon` wires: this module imports no sibling room.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edge_ocr import __version__
+from edge_ocr.config import CameraSource as CameraConfig
+from edge_ocr.config import Config, load_config
+from edge_ocr.daemon.settings import engine_settings, region_sensors, storage_places
+from edge_ocr.daemon.state import STUCK_AFTER_S, Generation, Shared
+from edge_ocr.errors import ConfigError, PublishError
+from edge_ocr.notify import watchdog_interval_s
+from edge_ocr.outbox import Outbox
+from edge_ocr.pipeline import Engine
+from edge_ocr.publish.mqtt import MqttPublisher
+from edge_ocr.publish.stdout import StdoutPublisher
+from edge_ocr.publish.topics import Command
+from edge_ocr.storage import StorageGuard
+from edge_ocr.web.settings import ApiSettings
+
+log = logging.getLogger("edge_ocr.daemon")  # one name for the package: log filters match it
+
+
+@dataclass(frozen=True)
+class Rooms:
+    """What the lifecycle asks of the other rooms, as the Daemon wires them."""
+
+    start_folders: Callable[[Generation], None]
+    start_camera: Callable[[Generation, CameraConfig], None]
+    on_command: Callable[[Command], dict[str, Any] | None]
+    healthy: Callable[[], bool]
+    stuck_workers: Callable[[], list[str]]
+    health: Callable[[], tuple[bool, dict[str, Any]]]
+    status: Callable[[], dict[str, Any]]
+    storage: Callable[[], dict[str, Any]]
+    health_doc: Callable[[], dict[str, Any]]
+    status_line: Callable[[], str]
+    recent: Callable[[], dict[str, list[dict[str, Any]]]]
+
+
+def install_signals(stop: Callable[[], None], reload: Callable[[], None] | None = None) -> None:
+    """SIGTERM and SIGINT stop; SIGHUP reloads (main thread only)."""
+    signal.signal(signal.SIGTERM, lambda *_: stop())
+    signal.signal(signal.SIGINT, lambda *_: stop())
+    if reload is not None:
+        signal.signal(signal.SIGHUP, lambda *_: reload())
+
+
+class Lifecycle:
+    """Starts, reloads and stops generations; runs the main loop until the stop event is set."""
+
+    def __init__(self, shared: Shared, rooms: Rooms) -> None:
+        self.shared = shared
+        self.rooms = rooms
+        self._last_stats = 0.0
+        self._storage_problems: frozenset[tuple[str, str]] = frozenset()
+
+    # ------------------------------------------------------------------ engine, outbox, publisher
+
+    def open(self, cfg: Config) -> None:
+        """Engine and outbox: reused across reloads when their settings did not change."""
+        sh = self.shared
+        key = engine_settings(cfg)
+        if sh.engine is None or key != sh.engine_key:
+            sh.notifier.status("loading models")
+            sh.engine = Engine(key)
+            sh.engine_key = key
+            log.info("engine: models %s", sh.engine.models)
+        box = cfg.outbox
+        if sh.outbox is not None and sh.outbox.path != cfg.outbox_path:
+            sh.outbox.close()
+            sh.outbox = None
+        if sh.outbox is None:
+            self.open_outbox(cfg)
+        else:
+            sh.outbox.max_messages, sh.outbox.max_bytes = box.max_messages, box.max_bytes
+
+    def open_outbox(self, cfg: Config) -> bool:
+        """Open the outbox; on a full, read-only or missing state_dir the daemon runs degraded without
+        it (nothing is taken) and tries again as the storage guard allows."""
+        guard = self.shared.guard
+        assert guard is not None
+        box = cfg.outbox
+        try:
+            self.shared.outbox = Outbox(
+                cfg.outbox_path, max_messages=box.max_messages, max_bytes=box.max_bytes
+            )
+        except PublishError as exc:
+            if guard.failed("state", exc) is None:
+                raise  # not the disk (e.g. an outbox from a newer edge-ocr): the user must act
+            return False
+        guard.worked("state")
+        return True
+
+    def ensure_outbox(self) -> None:
+        """Main thread: open an outbox that could not be opened yet, then hand it to the publisher."""
+        sh = self.shared
+        gen = sh.gen
+        if sh.outbox is not None or gen is None or sh.guard is None or not sh.guard.usable(["state"]):
+            return
+        if not self.open_outbox(gen.cfg):
+            return
+        log.info("outbox %s opened", gen.cfg.outbox_path)
+        if isinstance(gen.publisher, MqttPublisher):
+            assert sh.outbox is not None
+            gen.publisher.attach(sh.outbox)
+        elif gen.publisher is None:
+            self.start_publisher(gen)
+
+    def start_publisher(self, gen: Generation) -> None:
+        """MQTT starts even without an outbox (it reports the degraded state); stdout needs one."""
+        cfg, outbox = gen.cfg, self.shared.outbox
+        if cfg.mqtt is not None:
+            gen.publisher = MqttPublisher(
+                cfg.mqtt,
+                cfg.device_id,
+                outbox,
+                gen.publisher_stop,
+                sources=[s.name for s in cfg.sources],
+                on_command=self.rooms.on_command,
+                region_sensors=region_sensors(cfg),
+            )
+            gen.publisher.publish_health(self.rooms.health_doc())
+        elif outbox is not None:
+            gen.publisher = StdoutPublisher(outbox, gen.publisher_stop)
+        else:
+            return
+        gen.publisher.start()
+
+    # ------------------------------------------------------------------ generations
+
+    def start_generation(self, cfg: Config) -> None:
+        sh = self.shared
+        # The exposure rule and the token first: a refused http section refuses the start, at once.
+        web = ApiSettings.from_config(cfg) if cfg.http.enabled else None
+        # The guard first: its first check decides whether the first files may be taken at all.
+        sh.guard = StorageGuard(storage_places(cfg), cfg.storage)
+        sh.guard.check()
+        self.open(cfg)
+        gen = Generation(cfg, threading.Event())
+        sh.gen = gen
+        self.start_publisher(gen)
+        self.rooms.start_folders(gen)
+        for cam_cfg in cfg.sources:
+            if isinstance(cam_cfg, CameraConfig):
+                self.rooms.start_camera(gen, cam_cfg)
+        if web is not None:
+            gen.http = self.web_server(gen, web)
+            gen.http.start()
+
+    def web_server(self, gen: Generation, settings: ApiSettings) -> Any:
+        try:
+            from edge_ocr.web.context import WebContext
+            from edge_ocr.web.server import WebServer
+        except ImportError as exc:
+            raise ConfigError(
+                f"http.enabled needs the web extra ({exc.name} is missing)",
+                remedy="pip install 'edge-ocr[web]', or set http.enabled: false",
+            ) from exc
+        sh = self.shared
+        ctx = WebContext(
+            settings=settings,
+            gate=gen.gate,
+            engine=lambda: None if sh.stop.is_set() or gen.stop.is_set() else sh.engine,
+            health=self.rooms.health,
+            status=self.rooms.status,
+            cameras=lambda: dict(gen.views),
+            recent=self.rooms.recent,
+        )
+        return WebServer(ctx)
+
+    def stop_generation(self, gen: Generation) -> None:
+        """Reverse start order: HTTP, sources, workers (finish the file in hand), publisher."""
+        if gen.http is not None:
+            gen.http.stop()
+        for source in gen.sources.values():
+            source.stop()
+        for camera in gen.cameras.values():
+            camera.stop()  # its analysis finishes the frame in hand before the publisher stops
+        gen.stop.set()
+        for t in gen.workers:
+            t.join(STUCK_AFTER_S)
+            if t.is_alive():
+                log.error("%s did not finish its file within %.0f s", t.name, STUCK_AFTER_S)
+        gen.publisher_stop.set()
+        if gen.publisher is not None:
+            gen.publisher.join(10)
+        self.shared.beats.clear()
+
+    def reload(self) -> None:
+        sh = self.shared
+        sh.reload.clear()
+        if sh.config_path is None:
+            log.info("reload: no config file (embedded default); nothing to reload")
+            return
+        try:
+            new = load_config(sh.config_path)
+            if new.http.enabled:
+                ApiSettings.from_config(new)  # a token that cannot be read refuses the reload, not the daemon
+        except ConfigError as exc:
+            log.error(
+                "reload refused, keeping the running configuration: %s", exc, extra={"reason": "config"}
+            )
+            return
+        sh.notifier.reloading()
+        log.info("reloading configuration from %s", sh.config_path)
+        old = sh.gen
+        if old is not None:
+            self.stop_generation(old)
+        sh.cfg = new
+        self.start_generation(new)
+        sh.notifier.ready(self.rooms.status_line())
+
+    # ------------------------------------------------------------------ the main loop
+
+    def run(self) -> int:
+        sh = self.shared
+        log.info("edge-ocr %s starting; config: %s", __version__, json.dumps(sh.cfg.redacted(), default=str))
+        self.start_generation(sh.cfg)
+        sh.notifier.ready(self.rooms.status_line())
+        log.info("ready")
+        ping = watchdog_interval_s()
+        tick = min(1.0, ping) if ping else 1.0
+        last_status = ""
+        try:
+            while not sh.stop.wait(tick):
+                if sh.reload.is_set():
+                    self.reload()
+                self.watch_storage()
+                healthy = self.rooms.healthy()
+                if ping and healthy:
+                    sh.notifier.watchdog()
+                elif ping:
+                    log.error(
+                        "pipeline unhealthy (stuck: %s): withholding the watchdog ping",
+                        self.rooms.stuck_workers(),
+                        extra={"reason": "unhealthy"},
+                    )
+                line = self.rooms.status_line()
+                if line != last_status:
+                    sh.notifier.status(line)
+                    last_status = line
+                self.maybe_publish_stats()
+        finally:
+            sh.notifier.stopping()
+            log.info("stopping: finishing the files in hand")
+            if sh.gen is not None:
+                self.stop_generation(sh.gen)
+            if sh.outbox is not None:
+                sh.outbox.close()
+            log.info("stopped")
+        return 0
+
+    def watch_storage(self) -> None:
+        """Main thread: check the folders when due, open a late outbox, and report any change."""
+        sh = self.shared
+        if sh.guard is None:
+            return
+        if sh.guard.due():
+            sh.guard.check()
+        self.ensure_outbox()
+        storage = self.rooms.storage()
+        # Compared by what is wrong, not by the text: the free space in the reason changes every check.
+        problems = frozenset((f["folder"], f["condition"]) for f in storage["folders"] if not f["ok"])
+        problems |= {("outbox", "closed")} if sh.outbox is None else frozenset()
+        if problems == self._storage_problems:
+            return
+        better = problems < self._storage_problems
+        self._storage_problems = problems
+        gen = sh.gen
+        if gen is None:
+            return
+        if isinstance(gen.publisher, MqttPublisher):
+            gen.publisher.publish_health(self.rooms.health_doc())
+            if sh.cfg.mqtt is not None and sh.cfg.mqtt.stats_interval_s > 0:
+                self._last_stats = 0.0  # stats name the change now, not at the next interval
+        if better:
+            # Files given back while degraded wait in the inbox; find them now, not at the next rescan.
+            for source in gen.sources.values():
+                source.request_rescan()
+
+    def maybe_publish_stats(self) -> None:
+        gen, mqtt = self.shared.gen, self.shared.cfg.mqtt
+        if gen is None or gen.publisher is None or mqtt is None or mqtt.stats_interval_s <= 0:
+            return  # 0: off (it was "every loop tick": about once a second)
+        now = time.monotonic()
+        if now - self._last_stats >= mqtt.stats_interval_s:
+            self._last_stats = now
+            gen.publisher.publish_stats(self.rooms.status())
