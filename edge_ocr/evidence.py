@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from edge_ocr.regions import RegionValue
+    from edge_ocr.region_values import RegionValue
 
 log = logging.getLogger(__name__)
 
