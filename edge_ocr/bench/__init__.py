@@ -4,10 +4,11 @@
 - `startup`: process start to first result (`python -m edge_ocr.bench.startup`);
 - `api`: the HTTP path against the engine (`edge-ocr bench --api`);
 - `daemon`: files/s through the daemon (`edge-ocr bench --daemon`);
-- `camera`: a real daemon reading a generated meter video over MQTT (`python -m edge_ocr.bench_camera`,
-  also `python -m edge_ocr.bench.camera`): the 7-segment meter with camera drift and injected misreads
-  (values read once, misreads rejected, frames/s analysed, change -> MQTT latency, alignment), or
-  `--scenario digits`, the big-digit video (frames/s and latency only);
+- `camera`: a real daemon reading a generated meter video over MQTT (`python -m edge_ocr.bench.camera`):
+  the 7-segment meter with camera drift and injected misreads (values read once, misreads rejected,
+  frames/s analysed, change -> MQTT latency, alignment), or `--scenario digits`, the big-digit video
+  (frames/s and latency only);
+- `evalsets`: the eval sets' labels on disk (line sets and pages);
 - `meter`: the generated 7-segment utility meter (frames, videos, schedules) of tests and benchmarks;
 - `scoring`: SOURCES.md's rules (CER, exact lines, page matching);
 - `devbroker`: a real mosquitto on loopback for tests and benchmarks.

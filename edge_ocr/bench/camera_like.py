@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_ocr.bench.ocr import load_pages
+from edge_ocr.bench.evalsets import load_pages
 from edge_ocr.decode import read_image
 
 

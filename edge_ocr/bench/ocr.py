@@ -32,6 +32,7 @@ import numpy as np
 
 from edge_ocr import allocator
 from edge_ocr.bench import scoring
+from edge_ocr.bench.evalsets import load_lines, load_pages
 from edge_ocr.errors import ConfigError, EdgeOcrError
 
 LINE_SETS = ("lines_en", "lines_zh_synth", "lines_zh")
@@ -48,28 +49,6 @@ def default_data_dir() -> Path:
     """$EDGE_OCR_EVAL, else ../shared/eval beside the repository (where CI and this machine keep it)."""
     env = os.environ.get("EDGE_OCR_EVAL")
     return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared" / "eval"
-
-
-# --- data -------------------------------------------------------------------------------------------
-
-
-def load_lines(set_dir: Path, limit: int | None = None) -> list[tuple[Path, str]]:
-    """(image path, transcript) from a line set's labels.tsv, in file order (deterministic)."""
-    items = []
-    with open(set_dir / "labels.tsv", encoding="utf-8") as fh:
-        for row in fh:
-            row = row.rstrip("\n")
-            if row:
-                rel, _, text = row.partition("\t")
-                items.append((set_dir / rel, text))
-    return items[:limit] if limit else items
-
-
-def load_pages(pages_dir: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Page records of labels.jsonl: {"image", "source_id", "lines": [{"text", "box"}]}."""
-    with open(pages_dir / "labels.jsonl", encoding="utf-8") as fh:
-        pages = [json.loads(row) for row in fh if row.strip()]
-    return pages[:limit] if limit else pages
 
 
 # --- workers: run in a child process, print one JSON object -----------------------------------------
