@@ -27,107 +27,28 @@ One owner thread holds all discovery state; watchdog's threads only enqueue even
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import fnmatch
-import hashlib
-import json
 import logging
 import os
 import queue
-import re
 import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
-
 from edge_ocr.errors import ConfigError, SourceError
-
-try:
-    from watchdog.observers.inotify import InotifyObserver
-except ImportError:  # not Linux (a developer's laptop): polling only
-    InotifyObserver = None  # type: ignore[assignment,misc]
+from edge_ocr.sources.files import FinishError, FolderItem, error_doc, move, read_item
+from edge_ocr.sources.observer import Watcher, fs_type, is_network_fs
 
 log = logging.getLogger(__name__)
 
-
-class FinishError(SourceError):
-    """A handed-out file could not be moved to done_dir/failed_dir (or deleted); it stays in flight."""
-
-    def __init__(self, message: str, *, folder: Literal["done", "failed"], remedy: str) -> None:
-        super().__init__(message, remedy=remedy)
-        self.folder = folder
-
-
-class _StopRaceFilter(logging.Filter):
-    """Drop watchdog's one ERROR for a benign race of its own: an inotify emitter stopped while its
-    read returned logs "queue_events() called when the thread is inactive" and returns with no event
-    (watchdog PR #963 chose the log line). Seen at every daemon shutdown; nothing is lost."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "called when the thread is inactive" not in record.getMessage()
-
-
-logging.getLogger("watchdog.observers.inotify").addFilter(_StopRaceFilter())
-
 DEFAULT_INCLUDE: tuple[str, ...] = ("*.jpg", "*.jpeg", "*.png", "*.bmp", "*.tif", "*.tiff", "*.webp")
 _IGNORED_SUFFIXES = (".part", ".tmp")
-# Filesystems whose changes may be made by another kernel, so inotify never hears of them.
-_NETWORK_FS = frozenset(
-    {
-        "nfs",
-        "nfs4",
-        "cifs",
-        "smb",
-        "smb3",
-        "smbfs",
-        "ncpfs",
-        "9p",
-        "afs",
-        "ceph",
-        "glusterfs",
-        "lustre",
-        "gpfs",
-        "davfs",
-        "vboxsf",
-        "virtiofs",
-        "fuse",
-        "sshfs",
-    }
-)
 # Bounds memory for a huge inbox; paths beyond it stay on disk and come back through a rescan.
 _MAX_TRACKED = 20_000
-_CHUNK = 1 << 20
-_EVENT_FILTER: list[type[FileSystemEvent]] = [
-    FileCreatedEvent,
-    FileModifiedEvent,
-    FileClosedEvent,
-    FileMovedEvent,
-    FileDeletedEvent,
-    DirCreatedEvent,
-    DirMovedEvent,
-]
-# Several sources (and worker threads) may share a done/failed dir: choosing a free name and
-# renaming into it must not interleave, or two files could pick the same name.
-_MOVE_LOCK = threading.Lock()
 
 _Sig = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 
@@ -182,21 +103,6 @@ class FolderSettings:
                 raise fail(key, "must differ from path")
 
 
-@dataclass(frozen=True)
-class FolderItem:
-    """One complete file, read once: its bytes and their sha256, or why it could not be read."""
-
-    source: str
-    path: Path
-    relpath: str  # below the inbox, '/'-separated
-    size: int
-    mtime: float
-    sha256: str | None
-    data: bytes | None = field(repr=False)
-    # Set instead of data when the file is not read: {"type": "oversize"|"unreadable", "message": ...}.
-    error: dict[str, Any] | None = None
-
-
 @dataclass
 class _Pending:
     sig: _Sig
@@ -208,49 +114,40 @@ def _sig(st: os.stat_result) -> _Sig:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def fs_type(path: str | Path, mounts: str | None = None) -> str:
-    """The type of the filesystem holding `path`, from /proc/self/mounts ('' when unknown)."""
-    if mounts is None:
-        try:
-            mounts = Path("/proc/self/mounts").read_text()
-        except OSError:
-            return ""
-    target = os.path.realpath(path)
-    best, best_type = "", ""
-    for line in mounts.splitlines():
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        # The kernel escapes spaces and tabs in mount points as octal (\040).
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, best_type = point, parts[2]
-    return best_type
+# --------------------------------------------------------------------- selection
 
 
-def is_network_fs(fstype: str) -> bool:
-    """True where inotify is blind to changes. fuseblk (ntfs-3g, exfat on USB) is a local disk."""
-    return fstype in _NETWORK_FS or fstype.startswith("fuse.")
+def dir_wanted(path: str, root: str, skip_dirs: tuple[str, ...]) -> bool:
+    """Is `path` a folder whose files a source takes? (below the inbox, not hidden, not done/failed)"""
+    rel = os.path.relpath(path, root)
+    if rel == ".":
+        return True
+    if rel.startswith(".."):
+        return False
+    if any(p.startswith((".", "~")) for p in rel.split(os.sep)):
+        return False
+    return not any(path == d or path.startswith(d + os.sep) for d in skip_dirs)
 
 
-class _Handler(FileSystemEventHandler):
-    """Runs on watchdog's thread: only translates events and hands them to the owner thread."""
+def wanted(path: str, root: str, skip_dirs: tuple[str, ...], s: FolderSettings) -> bool:
+    """Is `path` a file this source takes? (location, ignored names, include/exclude)."""
+    rel = os.path.relpath(path, root)
+    if rel.startswith("..") or rel == ".":
+        return False
+    parts = rel.split(os.sep)
+    if len(parts) > 1 and not s.recursive:
+        return False
+    name = parts[-1].lower()
+    if name.endswith(_IGNORED_SUFFIXES) or not dir_wanted(os.path.dirname(path), root, skip_dirs):
+        return False
+    if name.startswith((".", "~")):
+        return False
+    relp = "/".join(parts).lower()
 
-    def __init__(self, put: Callable[[tuple[str, str, str]], None]) -> None:
-        self._put = put
+    def matches(patterns: tuple[str, ...]) -> bool:
+        return any(fnmatch.fnmatchcase(relp if "/" in p else name, p) for p in patterns)
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        src = os.fsdecode(event.src_path)
-        dest = os.fsdecode(event.dest_path) if event.dest_path else ""
-        if event.is_directory:
-            # A folder created or moved in may already hold files: the owner scans it.
-            if event.event_type == "created" or (event.event_type == "moved" and dest):
-                self._put(("dir", dest or src, ""))
-        elif event.event_type in ("closed", "moved", "deleted"):
-            self._put((event.event_type, src, dest))
-        elif event.event_type in ("created", "modified"):
-            self._put(("changed", src, ""))
+    return matches(s.include) and not matches(s.exclude)
 
 
 class FolderSource:
@@ -288,7 +185,7 @@ class FolderSource:
         self._held = False
         self._overflow = False
         self._rescan_due = True
-        self._observer: BaseObserver | None = None
+        self._watcher: Watcher | None = None
         self._thread: threading.Thread | None = None
         self.mode = ""  # 'inotify' or 'polling' once started
         self.heartbeat = time.monotonic()  # last owner-loop pass; the daemon's watchdog reads it
@@ -321,7 +218,9 @@ class FolderSource:
         fstype = fs_type(self._root)
         self._trust_ctime = not is_network_fs(fstype)
         use_poll = (not self._trust_ctime) if s.poll == "auto" else bool(s.poll)
-        self._start_observer(use_poll, fstype)
+        self._watcher = Watcher(s.name, self._root, s.recursive, s.poll_interval_s, self._events.put)
+        self._watcher.start(use_poll, fstype)
+        self.mode = self._watcher.mode
         self._thread = threading.Thread(target=self._run, name=f"folder-{s.name}", daemon=True)
         self._thread.start()
 
@@ -329,7 +228,8 @@ class FolderSource:
         """Stop watching and join the owner thread. Items already handed out remain in flight."""
         self._halt.set()
         self._events.put(("wake", "", ""))
-        self._stop_observer(timeout)
+        if self._watcher is not None:
+            self._watcher.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -388,9 +288,9 @@ class FolderSource:
                 dest = None
             elif ok:
                 assert s.done_dir is not None
-                dest = _move(src, s.done_dir, rel_dir, None)
+                dest = move(src, s.done_dir, rel_dir, None)
             else:
-                dest = _move(src, s.failed_dir, rel_dir, self._error_doc(src, reason))
+                dest = move(src, s.failed_dir, rel_dir, error_doc(s.name, src, reason))
         except OSError as exc:
             where = s.failed_dir if not ok else (s.done_dir or s.path)
             raise FinishError(
@@ -404,80 +304,7 @@ class FolderSource:
         log.debug("folder %s: %s -> %s", s.name, src, dest or "deleted")
         return dest
 
-    def _error_doc(self, src: str, reason: dict[str, Any] | None) -> dict[str, Any]:
-        reason = dict(reason or {})
-        return {
-            "source": self.settings.name,
-            "original_path": src,
-            "error_type": reason.get("error_type") or reason.get("type") or "unknown",
-            "reason": reason,
-            "failed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-
     # ----------------------------------------------------------------- watching
-
-    def _start_observer(self, use_poll: bool, fstype: str) -> None:
-        s = self.settings
-        handler = _Handler(self._events.put)
-        if not use_poll and InotifyObserver is not None:
-            observer: BaseObserver | None = None
-            try:
-                # Full events: a file moved in from outside the folder arrives as a move (complete
-                # now) instead of a create (which would wait stable_s).
-                observer = InotifyObserver(generate_full_events=True)
-                observer.schedule(handler, self._root, recursive=s.recursive, event_filter=_EVENT_FILTER)
-                observer.start()
-                self._observer, self.mode = observer, "inotify"
-                log.info("folder %s: watching %s with inotify", s.name, self._root)
-                return
-            except OSError as exc:
-                # ENOSPC here is fs.inotify.max_user_watches; EMFILE is max_user_instances.
-                if observer is not None:
-                    with contextlib.suppress(Exception):
-                        observer.stop()
-                log.warning(
-                    "folder %s: inotify unavailable for %s (%s); polling every %.1f s instead",
-                    s.name,
-                    self._root,
-                    exc,
-                    s.poll_interval_s,
-                )
-        observer = PollingObserver(timeout=s.poll_interval_s)
-        try:
-            observer.schedule(handler, self._root, recursive=s.recursive, event_filter=_EVENT_FILTER)
-            observer.start()
-        except OSError as exc:
-            raise SourceError(
-                f"source {s.name!r}: cannot watch {self._root}: {exc}",
-                remedy="check that the folder exists and is readable",
-            ) from exc
-        self._observer, self.mode = observer, "polling"
-        log.info(
-            "folder %s: polling %s every %.1f s (filesystem %s)",
-            s.name,
-            self._root,
-            s.poll_interval_s,
-            fstype or "unknown",
-        )
-
-    def _stop_observer(self, timeout: float) -> None:
-        observer, self._observer = self._observer, None
-        if observer is not None:
-            observer.stop()
-            observer.join(timeout)
-
-    def _check_observer(self) -> None:
-        """Restart a watcher whose thread died (e.g. the folder was removed and recreated)."""
-        observer = self._observer
-        if observer is None or (observer.is_alive() and all(e.is_alive() for e in observer.emitters)):
-            return
-        log.warning("folder %s: watcher stopped; restarting it", self.settings.name)
-        self._stop_observer(1.0)
-        try:
-            os.makedirs(self._root, exist_ok=True)
-            self._start_observer(self.mode == "polling", fs_type(self._root))
-        except (OSError, SourceError) as exc:
-            log.error("folder %s: cannot restart the watcher: %s", self.settings.name, exc)
 
     def _stopping(self) -> bool:
         return self._stop.is_set() or self._halt.is_set()
@@ -512,7 +339,9 @@ class FolderSource:
                 if self._rescan_due or now >= next_rescan:
                     self._rescan_due = False
                     next_rescan = now + s.rescan_s
-                    self._check_observer()
+                    if self._watcher is not None:
+                        self._watcher.check()
+                        self.mode = self._watcher.mode
                     self._scan(self._root)
                 now = time.monotonic()
                 if self._pending and now >= next_check:
@@ -550,35 +379,10 @@ class FolderSource:
     # ----------------------------------------------------------------- selection
 
     def _dir_wanted(self, path: str) -> bool:
-        rel = os.path.relpath(path, self._root)
-        if rel == ".":
-            return True
-        if rel.startswith(".."):
-            return False
-        if any(p.startswith((".", "~")) for p in rel.split(os.sep)):
-            return False
-        return not any(path == d or path.startswith(d + os.sep) for d in self._skip_dirs)
+        return dir_wanted(path, self._root, self._skip_dirs)
 
     def _wanted(self, path: str) -> bool:
-        """Is `path` a file this source takes? (location, ignored names, include/exclude)."""
-        s = self.settings
-        rel = os.path.relpath(path, self._root)
-        if rel.startswith("..") or rel == ".":
-            return False
-        parts = rel.split(os.sep)
-        if len(parts) > 1 and not s.recursive:
-            return False
-        name = parts[-1].lower()
-        if name.endswith(_IGNORED_SUFFIXES) or not self._dir_wanted(os.path.dirname(path)):
-            return False
-        if name.startswith((".", "~")):
-            return False
-        relp = "/".join(parts).lower()
-
-        def matches(patterns: tuple[str, ...]) -> bool:
-            return any(fnmatch.fnmatchcase(relp if "/" in p else name, p) for p in patterns)
-
-        return matches(s.include) and not matches(s.exclude)
+        return wanted(path, self._root, self._skip_dirs, self.settings)
 
     def _aged(self, st: os.stat_result, quiet: float) -> bool:
         # ctime cannot be set by writers (unlike mtime, which copies preserve), so on a local disk an
@@ -704,7 +508,7 @@ class FolderSource:
             with self._lock:
                 if path in self._in_flight:
                     continue
-            item, ident = self._read(path)
+            item, ident = read_item(name, self._root, path, self.settings.max_bytes)
             if item is None or ident is None:
                 continue
             with self._lock:
@@ -727,146 +531,3 @@ class FolderSource:
                     self._in_flight.pop(path, None)
             else:
                 log.debug("folder %s: handed out %s (%d bytes)", name, path, item.size)
-
-    def _read(self, path: str) -> tuple[FolderItem | None, tuple[int, int, int] | None]:
-        """Read the file once, hashing as we go; oversize or unreadable files become error items."""
-        s = self.settings
-        rel = os.path.relpath(path, self._root).replace(os.sep, "/")
-
-        def failed(st: os.stat_result, kind: str, message: str) -> tuple[FolderItem, tuple[int, int, int]]:
-            err = {"type": kind, "message": message, "size": st.st_size}
-            item = FolderItem(s.name, Path(path), rel, st.st_size, st.st_mtime, None, None, err)
-            return item, (st.st_ino, st.st_size, st.st_mtime_ns)
-
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed below; fstat needs the open fd
-        except FileNotFoundError:
-            return None, None
-        except OSError as exc:
-            try:
-                st = os.stat(path)
-            except OSError:
-                return None, None
-            return failed(st, "unreadable", f"cannot open: {exc.strerror or exc}")
-        with f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                return None, None
-            if st.st_size > s.max_bytes:
-                return failed(st, "oversize", f"{st.st_size} bytes exceeds max_bytes {s.max_bytes}")
-            digest = hashlib.sha256()
-            buf = bytearray()
-            try:
-                while chunk := f.read(min(_CHUNK, s.max_bytes + 1 - len(buf))):
-                    digest.update(chunk)
-                    buf += chunk
-                    if len(buf) > s.max_bytes:
-                        return failed(
-                            os.fstat(f.fileno()),
-                            "oversize",
-                            f"grew beyond max_bytes {s.max_bytes} while read",
-                        )
-            except OSError as exc:
-                return failed(st, "unreadable", f"read failed: {exc.strerror or exc}")
-            st = os.fstat(f.fileno())
-        item = FolderItem(s.name, Path(path), rel, len(buf), st.st_mtime, digest.hexdigest(), bytes(buf))
-        return item, (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-# --------------------------------------------------------------------- moving files
-
-
-def _free_name(dest_dir: Path, name: str, with_error_json: bool) -> Path:
-    """`name`, or `stem.N.ext` for the smallest N free (with room for NAME.error.json when asked)."""
-    stem, dot, ext = name.rpartition(".")
-    if not stem:  # no extension, or a name like ".x"
-        stem, dot, ext = name, "", ""
-    n = 0
-    while True:
-        cand = dest_dir / (name if n == 0 else f"{stem}.{n}{dot}{ext}")
-        side = cand.with_name(cand.name + ".error.json")
-        if not os.path.lexists(cand) and not (with_error_json and os.path.lexists(side)):
-            return cand
-        n += 1
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # some filesystems (e.g. SMB) refuse fsync on a directory
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_json(target: Path, doc: dict[str, Any]) -> None:
-    # Hidden .tmp name: ignored by the watcher even when failed_dir lies inside the inbox.
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):  # a full disk must not keep a torn half of it
-            os.unlink(tmp)
-        raise
-
-
-def _move(src: str, root: Path, rel_dir: str, error_doc: dict[str, Any] | None) -> Path:
-    """Move `src` into `root/rel_dir` under a free name; write NAME.error.json first when given.
-
-    The error document goes first so that a crash in between leaves the file in the inbox (it is
-    processed again) rather than in failed/ without its reason. `root` itself must exist: a missing
-    done/failed folder may be an unmounted disk, and creating it would fill the mount point instead.
-    """
-    with _MOVE_LOCK:
-        if not root.is_dir():
-            raise FileNotFoundError(errno.ENOENT, "folder is missing", str(root))
-        dest_dir = root / rel_dir
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        target = _free_name(dest_dir, os.path.basename(src), error_doc is not None)
-        side = target.with_name(target.name + ".error.json")
-        if error_doc is not None:
-            doc = dict(error_doc, file=target.name, failed_path=str(target))
-            _write_json(side, doc)
-        try:
-            # Renames are not followed by a directory fsync: after a power cut the worst case is
-            # the file back in the inbox, processed again under the same id.
-            os.replace(src, target)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                if error_doc is not None:
-                    with contextlib.suppress(OSError):
-                        os.unlink(side)  # the file stays in the inbox: no reason without its file
-                raise
-            try:
-                _copy_across(src, target)
-            except BaseException:
-                if error_doc is not None:
-                    with contextlib.suppress(OSError):
-                        os.unlink(side)
-                raise
-        return target
-
-
-def _copy_across(src: str, target: Path) -> None:
-    """Move across filesystems: the copy is on disk before the original is removed."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-    try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            while chunk := fin.read(_CHUNK):
-                fout.write(chunk)
-            fout.flush()
-            os.fsync(fout.fileno())
-        with contextlib.suppress(OSError):
-            os.utime(tmp, ns=(os.stat(src).st_atime_ns, os.stat(src).st_mtime_ns))
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-    os.unlink(src)
