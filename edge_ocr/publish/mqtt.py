@@ -501,24 +501,29 @@ class MqttPublisher:
         if message.retain:
             log.warning("MQTT: ignoring retained command %r (clear it with an empty retained message)", verb)
             return
-        payload = bytes(message.payload)
-        try:
-            parsed = json.loads(payload) if payload.strip() else {}
-        except ValueError:
-            parsed = {"value": payload.decode("utf-8", "replace")}
-        args = parsed if isinstance(parsed, dict) else {"value": parsed}
-        reply: dict[str, Any] = {"verb": verb}
-        if "id" in args:
-            reply["id"] = args["id"]
-        if self._on_command is None:
-            reply.update(ok=False, error="commands are not handled by this process")
-        else:
-            try:
-                result = self._on_command(Command(verb, args, payload))
-                reply.update(result or {})
-                reply.setdefault("ok", True)
-            except Exception as exc:  # the command's failure is the reply, not a crash of the loop
-                log.exception("MQTT: command %r failed", verb)
-                reply.update(ok=False, error=str(exc))
-        log.info("MQTT: command %r -> %s", verb, "ok" if reply.get("ok") else reply.get("error"))
+        reply = command_reply(verb, bytes(message.payload), self._on_command)
         self._send(self.topics.reply(verb), json.dumps(reply, default=str).encode(), 1, False)
+
+
+def command_reply(verb: str, payload: bytes, on_command: CommandHandler | None) -> dict[str, Any]:
+    """Run cmd/<verb> (a JSON object, other JSON or text as its arguments); its reply document."""
+    try:
+        parsed = json.loads(payload) if payload.strip() else {}
+    except ValueError:
+        parsed = {"value": payload.decode("utf-8", "replace")}
+    args = parsed if isinstance(parsed, dict) else {"value": parsed}
+    reply: dict[str, Any] = {"verb": verb}
+    if "id" in args:
+        reply["id"] = args["id"]
+    if on_command is None:
+        reply.update(ok=False, error="commands are not handled by this process")
+    else:
+        try:
+            result = on_command(Command(verb, args, payload))
+            reply.update(result or {})
+            reply.setdefault("ok", True)
+        except Exception as exc:  # the command's failure is the reply, not a crash of the loop
+            log.exception("MQTT: command %r failed", verb)
+            reply.update(ok=False, error=str(exc))
+    log.info("MQTT: command %r -> %s", verb, "ok" if reply.get("ok") else reply.get("error"))
+    return reply
