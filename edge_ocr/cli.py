@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edge_ocr import __version__, allocator
-from edge_ocr.errors import EdgeOcrError
+from edge_ocr.errors import EdgeOcrError, missing_extra
 
 log = logging.getLogger("edge_ocr")
 
@@ -108,6 +108,10 @@ def cmd_ocr(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from edge_ocr.errors import require_extra
+
+    # Pillow is imported late, in the renderer's worker thread: checked here, not after a traceback.
+    require_extra("edge-ocr train", "train", "torch", "PIL")
     from edge_ocr.train import cli as train_cli
 
     return train_cli.run(args)
@@ -222,19 +226,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge_ocr.daemon import run_daemon
+    from edge_ocr.daemon.core import run_daemon
 
     return run_daemon(Path(args.config) if args.config else None)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from edge_ocr.daemon import run_serve
-    except ImportError as exc:  # the web extra is not installed
-        from edge_ocr.errors import ConfigError
+    from edge_ocr.daemon.serve import run_serve
 
-        raise ConfigError(f"edge-ocr serve needs the web extra ({exc.name} is missing)",
-                          remedy="pip install 'edge-ocr[web]'") from exc  # fmt: skip
     return run_serve(Path(args.config) if args.config else None)
 
 
@@ -373,7 +372,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     log.debug("heap: %s", allocator.configure())
     try:
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        except ImportError as exc:
+            # An optional extra that is not installed: one line naming it, not a traceback.
+            missing = missing_extra(f"edge-ocr {args.command}", exc)
+            if missing is None:
+                raise
+            raise missing from exc
     except EdgeOcrError as exc:
         print(f"edge-ocr: error: {exc}", file=sys.stderr)
         return exc.exit_code

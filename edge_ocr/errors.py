@@ -65,3 +65,54 @@ class PublishError(EdgeOcrError):
     """Results cannot be published or stored."""
 
     exit_code = 7
+
+
+# The extra that provides each optional top-level module (pyproject.toml's optional-dependencies).
+EXTRA_OF_MODULE = {
+    "fastapi": "web",
+    "starlette": "web",
+    "uvicorn": "web",
+    "multipart": "web",
+    "python_multipart": "web",
+    "prometheus_client": "web",
+    "paho": "daemon",
+    "watchdog": "daemon",
+    "systemd": "systemd",
+    "onnx": "build",
+    "sympy": "build",
+    "rapidfuzz": "bench",
+    "torch": "train",
+    "PIL": "train",
+}
+
+
+class MissingExtraError(ConfigError):
+    """A command or a configured option needs an optional extra of edge-ocr that is not installed.
+
+    A ConfigError (exit code 2), as the web extra's message was before: the setup asked for too little."""
+
+    def __init__(self, what: str, extra: str, module: str | None = None, *, alternative: str = "") -> None:
+        missing = f" ({module} is not installed)" if module else ""
+        remedy = f"pip install 'edge-ocr[{extra}]'" + (f", {alternative}" if alternative else "")
+        super().__init__(f"{what} needs the {extra} extra{missing}", remedy=remedy)
+        self.extra = extra
+        self.module = module
+
+
+def missing_extra(what: str, exc: ImportError, *, alternative: str = "") -> MissingExtraError | None:
+    """The MissingExtraError for an ImportError of an optional module (None: not one of ours to explain)."""
+    name = (exc.name or "").partition(".")[0]
+    extra = EXTRA_OF_MODULE.get(name)
+    return MissingExtraError(what, extra, name, alternative=alternative) if extra else None
+
+
+def require_extra(what: str, extra: str, *modules: str) -> None:
+    """Import `modules` now; MissingExtraError naming `extra` when one is not installed. For commands
+    that would otherwise fail late (a worker thread's traceback, after minutes of work)."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise MissingExtraError(what, extra, name) from exc

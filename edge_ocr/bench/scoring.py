@@ -182,10 +182,9 @@ EMPTY_PAGE = PageScores(0, 0, 0, 0)
 def best_substring(gt: str, text: str) -> str:
     """The part of `text` that rapidfuzz's partial_ratio_alignment aligns best with `gt`."""
     if _fuzz is None:
-        raise ImportError(
-            "page scoring needs rapidfuzz (partial_ratio_alignment); install it with "
-            "`pip install 'edge-ocr[bench]'`"
-        )
+        from edge_ocr.errors import MissingExtraError
+
+        raise MissingExtraError("page scoring (rapidfuzz's partial_ratio_alignment)", "bench", "rapidfuzz")
     if not gt or not text:
         return ""
     al = _fuzz.partial_ratio_alignment(gt, text)

@@ -1,7 +1,8 @@
 """The Daemon: sources -> OCR workers -> durable outbox -> publisher, under one stop event.
 
 `Daemon` only wires the rooms of this package together; each owns one concern:
-- `lifecycle`: generations, reload, the main loop, the stop event, signals, systemd notifications;
+- `lifecycle`: generations, reload, the main loop, the stop event, systemd notifications;
+- `signals`: SIGTERM and SIGINT stop, SIGHUP reloads;
 - `folder`: folder sources and workers, an item from the inbox to the outbox;
 - `camera`: camera sources, a frame to region messages;
 - `commands`: cmd/<verb> from MQTT;
@@ -36,7 +37,8 @@ from edge_ocr.daemon.commands import Commands
 from edge_ocr.daemon.folder import FolderWork
 from edge_ocr.daemon.health import Health
 from edge_ocr.daemon.intake import Intake
-from edge_ocr.daemon.lifecycle import Lifecycle, Rooms, install_signals
+from edge_ocr.daemon.lifecycle import Lifecycle, Rooms
+from edge_ocr.daemon.signals import install_signals
 from edge_ocr.daemon.state import Generation, Shared, Stats
 from edge_ocr.notify import Notifier
 from edge_ocr.outbox import Outbox

@@ -1,4 +1,4 @@
-"""The daemon's lifecycle: generations, reload, the stop event, signals, systemd notifications.
+"""The daemon's lifecycle: generations, reload, the stop event, systemd notifications.
 
 A generation is everything built from one configuration (edge_ocr.daemon.state.Generation): the
 publisher, the workers, the sources, the cameras and the optional web server. A reload stops the old
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from edge_ocr.config import CameraSource as CameraConfig
 from edge_ocr.config import Config, load_config
 from edge_ocr.daemon.settings import engine_settings, region_sensors, storage_places
 from edge_ocr.daemon.state import STUCK_AFTER_S, Generation, Shared
-from edge_ocr.errors import ConfigError, PublishError
+from edge_ocr.errors import ConfigError, PublishError, missing_extra
 from edge_ocr.notify import watchdog_interval_s
 from edge_ocr.outbox import Outbox
 from edge_ocr.pipeline import Engine
@@ -54,12 +53,20 @@ class Rooms:
     recent: Callable[[], dict[str, list[dict[str, Any]]]]
 
 
-def install_signals(stop: Callable[[], None], reload: Callable[[], None] | None = None) -> None:
-    """SIGTERM and SIGINT stop; SIGHUP reloads (main thread only)."""
-    signal.signal(signal.SIGTERM, lambda *_: stop())
-    signal.signal(signal.SIGINT, lambda *_: stop())
-    if reload is not None:
-        signal.signal(signal.SIGHUP, lambda *_: reload())
+def web_settings(cfg: Config) -> ApiSettings | None:
+    """The http section's settings (None: disabled), checked: the exposure rule, the token, and the web
+    extra installed (MissingExtraError names it)."""
+    if not cfg.http.enabled:
+        return None
+    settings = ApiSettings.from_config(cfg)
+    try:
+        import edge_ocr.web.server  # noqa: F401  (FastAPI and uvicorn)
+    except ImportError as exc:
+        missing = missing_extra("http.enabled", exc, alternative="or set http.enabled: false")
+        if missing is None:
+            raise
+        raise missing from exc
+    return settings
 
 
 class Lifecycle:
@@ -147,8 +154,9 @@ class Lifecycle:
 
     def start_generation(self, cfg: Config) -> None:
         sh = self.shared
-        # The exposure rule and the token first: a refused http section refuses the start, at once.
-        web = ApiSettings.from_config(cfg) if cfg.http.enabled else None
+        # The exposure rule, the token and the web extra first: a refused http section refuses the
+        # start at once, before the models load.
+        web = web_settings(cfg)
         # The guard first: its first check decides whether the first files may be taken at all.
         sh.guard = StorageGuard(storage_places(cfg), cfg.storage)
         sh.guard.check()
@@ -165,14 +173,9 @@ class Lifecycle:
             gen.http.start()
 
     def web_server(self, gen: Generation, settings: ApiSettings) -> Any:
-        try:
-            from edge_ocr.web.context import WebContext
-            from edge_ocr.web.server import WebServer
-        except ImportError as exc:
-            raise ConfigError(
-                f"http.enabled needs the web extra ({exc.name} is missing)",
-                remedy="pip install 'edge-ocr[web]', or set http.enabled: false",
-            ) from exc
+        from edge_ocr.web.context import WebContext
+        from edge_ocr.web.server import WebServer
+
         sh = self.shared
         ctx = WebContext(
             settings=settings,
@@ -211,8 +214,7 @@ class Lifecycle:
             return
         try:
             new = load_config(sh.config_path)
-            if new.http.enabled:
-                ApiSettings.from_config(new)  # a token that cannot be read refuses the reload, not the daemon
+            web_settings(new)  # a token that cannot be read refuses the reload, not the daemon
         except ConfigError as exc:
             log.error(
                 "reload refused, keeping the running configuration: %s", exc, extra={"reason": "config"}

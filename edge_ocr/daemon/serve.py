@@ -11,8 +11,8 @@ from typing import Any
 
 from edge_ocr import __version__
 from edge_ocr.config import Config, load_config
-from edge_ocr.daemon.lifecycle import install_signals
 from edge_ocr.daemon.settings import engine_settings
+from edge_ocr.daemon.signals import install_signals
 from edge_ocr.notify import Notifier, watchdog_interval_s
 from edge_ocr.pipeline import Engine
 from edge_ocr.web.fairshare import EngineGate

@@ -4,7 +4,7 @@ of the camera regions, the folders the storage guard watches. Pure functions, no
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_ocr.config import CameraSource as CameraConfig
 from edge_ocr.config import Config
@@ -12,7 +12,9 @@ from edge_ocr.config import FolderSource as FolderConfig
 from edge_ocr.pipeline import EngineSettings
 from edge_ocr.publish.homeassistant import RegionSensor
 from edge_ocr.results import safe_topic_level
-from edge_ocr.sources.folder import FolderSettings
+
+if TYPE_CHECKING:
+    from edge_ocr.sources.folder import FolderSettings
 
 
 def engine_settings(cfg: Config) -> EngineSettings:
@@ -42,6 +44,9 @@ def readers_needed(cfg: Config) -> tuple[bool, bool]:
 
 
 def folder_settings(src: Any) -> FolderSettings:
+    # Imported here: `edge-ocr serve` reads engine_settings and needs no watchdog (the daemon extra).
+    from edge_ocr.sources.folder import FolderSettings
+
     return FolderSettings(
         name=src.name,
         path=src.path,
