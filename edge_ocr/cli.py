@@ -216,7 +216,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.action == "schema":
         print(json_schema_text(), end="")
         return 0
-    cfg = validate_file(Path(args.file))
+    cfg = validate_file(Path(args.file), sources_required=not args.serve)
     print(f"{args.file}: ok ({len(cfg.sources)} source(s), device_id {cfg.device_id})")
     if args.show:
         import yaml
@@ -321,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = csub.add_parser("validate", help="validate FILE without starting anything")
     v.add_argument("file", metavar="FILE")
     v.add_argument("--show", action="store_true", help="print the effective config (secrets redacted)")
+    v.add_argument("--serve", action="store_true", help="a config for `edge-ocr serve` (no sources needed)")
     v.set_defaults(func=cmd_config)
     sc = csub.add_parser("schema", help="print the JSON Schema of the configuration (for editors)")
     sc.set_defaults(func=cmd_config)

@@ -191,6 +191,26 @@ def test_missing_required_keys(tmp_path: Path) -> None:
     assert all(msg == "required key is missing" for _, _, msg in found)
 
 
+def test_run_needs_a_source_and_serve_does_not(tmp_path: Path) -> None:
+    """`edge-ocr serve` watches nothing: `http:` and `state_dir` are a whole config for it. `run` still
+    needs a source, and says so at the file, key and line (issue 20)."""
+    text = """\
+        state_dir: var
+        http:
+          port: 9464
+        """
+    assert problems(tmp_path, text) == [
+        (1, "sources", "`edge-ocr run` needs at least one source (`edge-ocr serve` runs without)")
+    ]
+    path = write(tmp_path, text.rstrip(" ") + "        sources: []\n")
+    with pytest.raises(ConfigFileError) as info:
+        validate_file(path)
+    assert [(p.line, p.key) for p in info.value.problems] == [(4, "sources")]
+    cfg = validate_file(write(tmp_path, text), sources_required=False)
+    assert cfg.sources == () and cfg.http.port == 9464 and cfg.state_dir == tmp_path / "var"
+    assert load_config(write(tmp_path, text), sources_required=False).sources == ()
+
+
 def test_camera_source_loads_and_a_bad_region_is_named(tmp_path: Path) -> None:
     found = problems(
         tmp_path,

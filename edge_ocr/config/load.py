@@ -59,8 +59,11 @@ class ConfigFileError(ConfigError):
         super().__init__(text)
 
 
-def parse_config(text: str, file: str = "<string>", base_dir: Path | None = None) -> Config:
-    """Validate YAML text; relative paths resolve against `base_dir` (default: the working directory)."""
+def parse_config(
+    text: str, file: str = "<string>", base_dir: Path | None = None, *, sources_required: bool = True
+) -> Config:
+    """Validate YAML text; relative paths resolve against `base_dir` (default: the working directory).
+    `sources_required` False: a config for `edge-ocr serve`, which watches nothing."""
     base = (base_dir or Path.cwd()).absolute()
     loader = yaml.SafeLoader(text)
     try:
@@ -81,7 +84,8 @@ def parse_config(text: str, file: str = "<string>", base_dir: Path | None = None
                 [ConfigProblem(file, line, "", f"not valid YAML: {exc.problem or exc}")]
             ) from None
         try:
-            cfg = Config.model_validate(data, context={"base_dir": base})
+            context = {"base_dir": base, "sources_required": sources_required}
+            cfg = Config.model_validate(data, context=context)
         except ValidationError as exc:
             problems += [ConfigProblem(file, line, key, msg) for line, key, msg in _problems(exc, root)]
         if problems:
@@ -91,7 +95,7 @@ def parse_config(text: str, file: str = "<string>", base_dir: Path | None = None
         loader.dispose()
 
 
-def validate_file(path: Path) -> Config:
+def validate_file(path: Path, *, sources_required: bool = True) -> Config:
     """Read and validate a configuration file; raises ConfigError (a `ConfigFileError` for content)."""
     path = Path(path)
     try:
@@ -100,7 +104,7 @@ def validate_file(path: Path) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from exc
-    return parse_config(text, str(path), path.absolute().parent)
+    return parse_config(text, str(path), path.absolute().parent, sources_required=sources_required)
 
 
 def default_config(cwd: Path | None = None) -> Config:
@@ -110,9 +114,9 @@ def default_config(cwd: Path | None = None) -> Config:
     return Config(state_dir=base / "var", sources=(src,)).with_derived_defaults()
 
 
-def load_config(path: Path | None) -> Config:
+def load_config(path: Path | None, *, sources_required: bool = True) -> Config:
     """The configuration in `path`, or the embedded default when `path` is None."""
-    return default_config() if path is None else validate_file(path)
+    return default_config() if path is None else validate_file(path, sources_required=sources_required)
 
 
 # --------------------------------------------------------------------------------------------- YAML nodes

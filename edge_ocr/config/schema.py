@@ -28,6 +28,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -385,15 +386,26 @@ class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
 
+def _schema_for_run(schema: dict[str, Any]) -> None:
+    """The JSON Schema that editors read describes a config for `edge-ocr run`, the common case: there
+    at least one source is required (`edge-ocr serve`'s loader alone accepts none)."""
+    schema["required"] = [*schema.get("required", []), "sources"]
+    sources = schema["properties"]["sources"]
+    sources.pop("default", None)
+    sources["minItems"] = 1
+
+
 class Config(Section):
     """The edge-ocr configuration. Paths are absolute after loading."""
 
-    model_config = ConfigDict(title="edge-ocr configuration")
+    model_config = ConfigDict(title="edge-ocr configuration", json_schema_extra=_schema_for_run)
 
     state_dir: ConfigPath = Field(
         description="Outbox, bookkeeping and the optimized-graph cache (graphs/) live here."
     )
-    sources: tuple[SourceConfig, ...] = Field(min_length=1, description="Image sources; at least one.")
+    sources: tuple[SourceConfig, ...] = Field(
+        default=(), description="Image sources: `edge-ocr run` needs at least one, `edge-ocr serve` none."
+    )
     device_id: Name = Field(
         default_factory=default_device_id, description="Topic level naming this device; default hostname."
     )
@@ -427,6 +439,15 @@ class Config(Section):
             rules.extend((i, src.type), src.rules())  # located like pydantic does
         rules.raise_any()
         return sources
+
+    @model_validator(mode="after")
+    def _a_source_to_run(self, info: ValidationInfo) -> Config:
+        """`edge-ocr run` needs a source; `edge-ocr serve` (validated with sources_required False) none."""
+        if not self.sources and (info.context or {}).get("sources_required", True):
+            rules = Rules()
+            rules.add("sources", "`edge-ocr run` needs at least one source (`edge-ocr serve` runs without)")
+            rules.raise_any()
+        return self
 
     @property
     def outbox_path(self) -> Path:

@@ -51,7 +51,7 @@ def run_serve(config_path: Path | None) -> int:
     from edge_ocr.web.context import WebContext
     from edge_ocr.web.server import WebServer
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, sources_required=False)  # serve watches no folder
     logging.getLogger().setLevel(cfg.logging.level)
     settings = dataclasses.replace(ApiSettings.from_config(cfg), api=True)
     svc = ApiOnly(cfg)
