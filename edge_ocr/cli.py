@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from edge_ocr import __version__, allocator
+from edge_ocr import __version__, allocator, logs
 from edge_ocr.errors import EdgeOcrError, missing_extra
 
 log = logging.getLogger("edge_ocr")
@@ -366,11 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(logging.DEBUG if args.verbose else logging.INFO)
     log.debug("heap: %s", allocator.configure())
     try:
         try:

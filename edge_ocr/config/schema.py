@@ -384,6 +384,12 @@ class LoggingConfig(Section):
     """Logging."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    format: Literal["text", "json"] = Field(
+        "text",
+        description="text: one readable line each (under systemd journald adds its own fields); json: one "
+        "object a line (ts, level, logger, msg, and source/file/id/region/reason where a line has them) "
+        "for log collectors. Secrets are redacted in both.",
+    )
 
 
 def _schema_for_run(schema: dict[str, Any]) -> None:

@@ -10,9 +10,17 @@ import os
 from pathlib import Path
 
 from edge_ocr.errors import ConfigError
+from edge_ocr.logs import remember_secret
 
 
 def read_secret(what: str, *, file: Path | None, env: str | None, credential: str | None) -> str | None:
+    """`_read_secret`, and the value remembered so that no log line ever shows it."""
+    value = _read_secret(what, file=file, env=env, credential=credential)
+    remember_secret(value)
+    return value
+
+
+def _read_secret(what: str, *, file: Path | None, env: str | None, credential: str | None) -> str | None:
     """Read a secret from a file, an environment variable or `$CREDENTIALS_DIRECTORY/<credential>`.
 
     At most one source is set (the schema checks this). A trailing newline is stripped. Returns None

@@ -26,11 +26,11 @@ free any space, and a unit restarted at every failure ends up given up by system
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 from typing import Any
 
+from edge_ocr import logs
 from edge_ocr.config import Config, load_config
 from edge_ocr.daemon.camera import CameraWork
 from edge_ocr.daemon.commands import Commands
@@ -141,7 +141,7 @@ class Daemon:
 def run_daemon(config_path: Path | None) -> int:
     """`edge-ocr run`: load config, wire signals, run until SIGTERM/SIGINT; SIGHUP reloads."""
     cfg = load_config(config_path)
-    logging.getLogger().setLevel(cfg.logging.level)
+    logs.configure(cfg.logging.format, cfg.logging.level)
     daemon = Daemon(cfg, config_path)
     install_signals(daemon.request_stop, daemon.request_reload)
     return daemon.run()

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge_ocr import __version__
+from edge_ocr import __version__, logs
 from edge_ocr.config import CameraSource as CameraConfig
 from edge_ocr.config import Config, load_config
 from edge_ocr.daemon.settings import engine_settings, region_sensors, storage_places
@@ -226,6 +226,7 @@ class Lifecycle:
         if old is not None:
             self.stop_generation(old)
         sh.cfg = new
+        logs.configure(new.logging.format, new.logging.level)
         self.start_generation(new)
         sh.notifier.ready(self.rooms.status_line())
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_ocr import __version__
+from edge_ocr import __version__, logs
 from edge_ocr.config import Config, load_config
 from edge_ocr.daemon.settings import engine_settings
 from edge_ocr.daemon.signals import install_signals
@@ -52,7 +52,7 @@ def run_serve(config_path: Path | None) -> int:
     from edge_ocr.web.server import WebServer
 
     cfg = load_config(config_path, sources_required=False)  # serve watches no folder
-    logging.getLogger().setLevel(cfg.logging.level)
+    logs.configure(cfg.logging.format, cfg.logging.level)
     settings = dataclasses.replace(ApiSettings.from_config(cfg), api=True)
     svc = ApiOnly(cfg)
     notifier = Notifier()
