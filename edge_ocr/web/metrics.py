@@ -60,7 +60,26 @@ class StatusCollector(Collector):
             [({"folder": f["folder"], "path": f["path"]}, f["free_bytes"]) for f in storage
              if f["free_bytes"] is not None],
         )  # fmt: skip
+        latency = [(q, st.get(key)) for q, key in (("0.5", "latency_p50_s"), ("0.95", "latency_p95_s"))]
+        yield self._family(
+            "gauge", "edge_ocr_file_latency_seconds",
+            "A file's age (its mtime) when its result is stored, p50 and p95 over the last 1000 files.",
+            [({"quantile": q}, float(v)) for q, v in latency if v is not None],
+        )  # fmt: skip
+        model = st.get("model") or {}
+        yield self._family(
+            "gauge", "edge_ocr_engine_precision",
+            "1 per model role: the precision it runs on this device (auto: INT8 where it passed the gate "
+            "and is faster here), its model set and file.",
+            [({"set": str(model.get("set") or ""), "role": role, "precision": str(m.get("precision") or ""),
+               "file": str(m.get("file") or "")}, 1.0)
+             for role, m in model.items() if isinstance(m, dict)],
+        )  # fmt: skip
         cameras = [(n, c) for n, c in (st.get("sources") or {}).items() if c.get("type") == "camera"]
+        yield self._family(
+            "counter", "edge_ocr_camera_frames_analysed", "Frames each camera's regions were read on.",
+            [({"source": n}, float(c.get("frames_analysed") or 0)) for n, c in cameras],
+        )  # fmt: skip
         aligned = [(n, c["alignment"]) for n, c in cameras if c.get("alignment")]
         for metric, key, doc in (
             ("edge_ocr_camera_alignment_shift_px", "shift_px", "How far the view moved from the reference."),
