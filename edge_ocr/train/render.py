@@ -48,6 +48,7 @@ WEIGHTS = {"seg7": 0.34, "seg14": 0.1, "dotmatrix": 0.08, "printed": 0.13, "drum
 DSEG_DIR = Path("/usr/share/fonts/truetype/dseg")
 DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
 FONT_PX = 64  # glyphs are drawn this high, then the crop is scaled to the size a camera gives it
+MOTION = 0.08  # a last drum further than this from a digit is in motion: either neighbour is right
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,14 @@ def neighbours(crop: Crop) -> tuple[str, ...]:
     if crop.value is None:
         return (crop.text,)
     lo = math.floor(crop.value + 1e-9)
-    hi = lo + 1 if crop.value - lo > 1e-6 else lo
+    frac = crop.value - lo
+    # A drum within 8% of a digit is still (the renderer's still drums sit within 4%): one right reading.
+    if frac < MOTION:
+        hi = lo
+    elif frac > 1 - MOTION:
+        lo = hi = lo + 1
+    else:
+        hi = lo + 1
     mod = 10**crop.digits
     return tuple(dict.fromkeys(_drum_text(v % mod, crop.digits, crop.text) for v in (lo, hi)))
 
