@@ -64,22 +64,23 @@ def test_a_smoke_run_lowers_its_loss_and_exports_a_model_the_build_accepts(
     r.read([crop.image], DIGITS)  # runs; a 200-step model need not read it right
 
 
-def script_crops(seed: int, n: int) -> list[tuple[np.ndarray, str]]:
-    """Labelled crops of a style the renderer never draws: digits in OpenCV's Hershey script face,
-    light on a dark plate, through the renderer's camera."""
+def outline_crops(seed: int, n: int) -> list[tuple[np.ndarray, str]]:
+    """Labelled crops of a style the renderer never draws and the shipped model reads badly (0.38 exact
+    here, where it reads OpenCV's script face at 1.0): outlined digits, as embossed or stencilled
+    numerals show, light on a dark plate, through the renderer's camera."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
         text = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(4, 8))))
-        if rng.random() < 0.4:
-            i = int(rng.integers(1, len(text)))
-            text = text[:i] + "." + text[i:]
-        font = cv2.FONT_HERSHEY_SCRIPT_SIMPLEX
-        (w, h), base = cv2.getTextSize(text, font, 2.0, 3)
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        (_, h), base = cv2.getTextSize(text, font, 2.0, 9)
+        (w, _), _ = cv2.getTextSize(text, font, 2.0, 9)
         img = np.zeros((h + base + 24, w + 24, 3), np.uint8)
         img[:] = rng.integers(10, 70, 3)
-        cv2.putText(img, text, (12, h + 12), font, 2.0, tuple(int(v) for v in rng.integers(190, 256, 3)), 3,
+        plate = tuple(int(v) for v in img[0, 0])
+        cv2.putText(img, text, (12, h + 12), font, 2.0, tuple(int(v) for v in rng.integers(190, 256, 3)), 9,
                     cv2.LINE_AA)  # fmt: skip
+        cv2.putText(img, text, (12, h + 12), font, 2.0, plate, 5, cv2.LINE_AA)
         out.append((render.camera(img, rng, 0.5), text))
     return out
 
@@ -97,11 +98,11 @@ def test_fine_tuning_on_50_crops_of_a_new_style_reads_that_style_better(
     folder = tmp_path / "crops"
     folder.mkdir()
     lines = []
-    for i, (img, text) in enumerate(script_crops(1, 50)):
+    for i, (img, text) in enumerate(outline_crops(1, 50)):
         cv2.imwrite(str(folder / f"{i:03d}.png"), img)
         lines.append(f"{i:03d}.png\t{text}")
     (folder / "labels.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    unseen = script_crops(2, 80)
+    unseen = outline_crops(2, 80)
 
     before = exact(shipped.MODEL, unseen)
     out = tmp_path / "tuned.onnx"
@@ -109,6 +110,12 @@ def test_fine_tuning_on_50_crops_of_a_new_style_reads_that_style_better(
     doc = report(capsys.readouterr().out)
     after = exact(out, unseen)
     assert after >= before + 0.15, (before, after)
-    # ... without forgetting the rendered kinds
-    for kind, fig in doc["held_back"].items():
-        assert fig["exact"] >= 0.7, (kind, fig)
+    # ... without forgetting the rendered kinds: the same held-back crops read about as well as before
+    from edge_ocr.train.meter import evaluate_onnx, held_back
+
+    base = evaluate_onnx(shipped.MODEL, held_back(n=20))
+
+    def pooled(f: dict) -> float:
+        return sum(k["exact"] for k in f.values()) / len(f)
+
+    assert pooled(doc["held_back"]) >= pooled(base) - 0.05, (doc["held_back"], base)
