@@ -22,7 +22,6 @@ FRONT_DOORS = {"edge_ocr.cli", "edge_ocr.__main__"}
 # daemon was split (issue 20 did not touch them). Listed so that no new loop can join them unseen;
 # delete an entry once its loop is broken.
 KNOWN_TOOL_CYCLES = {
-    frozenset({"edge_ocr.bench.meter", "edge_ocr.train.render"}),
     frozenset({"edge_ocr.modelbuild.build", "edge_ocr.modelbuild.calibrate", "edge_ocr.modelbuild.meter"}),
 }
 

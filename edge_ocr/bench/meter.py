@@ -262,7 +262,7 @@ def dseg7_lcd(text: str, *, digit_h: int = DIGIT_H, ghost: float = 0.12, cells: 
     """The LCD window drawn with the DSEG7 Classic face (fonts-dseg) instead of our polygons: a second,
     independent 7-segment design, right-aligned in `cells` cells over the ghost `8.` of every cell.
     Needs Pillow (the [train] extra)."""
-    from edge_ocr.train.render import DSEG_DIR, _draw_text
+    from edge_ocr.train.fonts import DSEG_DIR, _draw_text
 
     face = str(DSEG_DIR / "DSEG7Classic-Regular.ttf")
     n = sum(1 for c in text if c != ".")

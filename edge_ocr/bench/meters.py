@@ -122,8 +122,9 @@ def machine_line(m: dict[str, Any]) -> str:
 def data_sets(n: int, folder: Path | None) -> dict[str, dict[str, list[Any]]]:
     """{set name: {kind: [render.Crop]}}: the held-back rendered crops, and the folder's if given."""
     from edge_ocr.train import meter, render
+    from edge_ocr.train.fonts import require_fonts
 
-    render.require_fonts()
+    require_fonts()
     sets: dict[str, dict[str, list[Any]]] = {"rendered": meter.held_back(n=n)}
     if folder is not None:
         own = meter.load_folder(folder)

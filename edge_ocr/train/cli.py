@@ -12,7 +12,7 @@ from edge_ocr.train import meter
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_ocr.train.render import require_fonts
+    from edge_ocr.train.fonts import require_fonts
 
     require_fonts()
     from_dir = Path(args.from_dir) if args.from_dir else None

@@ -36,17 +36,16 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
+
+from edge_ocr.train.fonts import DEJAVU_DIR, DSEG_DIR, _draw_text, _faces
 
 KINDS = ("seg7", "seg14", "dotmatrix", "printed", "drum")
 # How often each kind is drawn in training: drums and 7-segment displays are what meters show.
 WEIGHTS = {"seg7": 0.34, "seg14": 0.1, "dotmatrix": 0.08, "printed": 0.13, "drum": 0.35}
 
-DSEG_DIR = Path("/usr/share/fonts/truetype/dseg")
-DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
 FONT_PX = 64  # glyphs are drawn this high, then the crop is scaled to the size a camera gives it
 MOTION = 0.08  # a last drum further than this from a digit is in motion: either neighbour is right
 
@@ -84,43 +83,6 @@ def _drum_text(v: int, digits: int, like: str) -> str:
         i = like.index(".")
         s = s[:i] + "." + s[i:]
     return s
-
-
-# --- fonts ------------------------------------------------------------------------------------------
-
-
-def require_fonts() -> None:
-    from edge_ocr.errors import ConfigError
-
-    if not list(DSEG_DIR.glob("DSEG7*.ttf")):
-        raise ConfigError(
-            f"the meter renderer needs the DSEG fonts in {DSEG_DIR}",
-            remedy="apt-get install fonts-dseg (Debian/Ubuntu/Raspberry Pi OS)",
-        )
-
-
-@functools.cache
-def _faces(pattern: str, folder: str) -> tuple[str, ...]:
-    return tuple(sorted(str(p) for p in Path(folder).glob(pattern)))
-
-
-@functools.lru_cache(maxsize=256)
-def _font(path: str, size: int):  # type: ignore[no-untyped-def]
-    from PIL import ImageFont
-
-    return ImageFont.truetype(path, size)
-
-
-def _draw_text(text: str, font_path: str, size: int) -> np.ndarray:
-    """A float32 coverage mask (0..1) of `text` in a TrueType face, tightly cropped in x, padded in y."""
-    from PIL import Image, ImageDraw
-
-    font = _font(font_path, size)
-    left, top, right, bottom = font.getbbox(text)
-    w, h = max(1, right - left), max(1, bottom - top)
-    img = Image.new("L", (w + 4, h + 4), 0)
-    ImageDraw.Draw(img).text((2 - left, 2 - top), text, font=font, fill=255)
-    return np.asarray(img, dtype=np.float32) / 255.0
 
 
 # --- readings ---------------------------------------------------------------------------------------
