@@ -142,9 +142,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     else:
         for name in args.model_set or [modelbuild.DEFAULT_SET]:
             if name == "meter":
-                from edge_ocr.modelbuild import meter
+                from edge_ocr.modelbuild.calibrate import calibrate_meter
 
-                meter.calibrate(models_dir)
+                calibrate_meter(models_dir)
                 continue
             modelbuild.calibrate(models_dir, Path(args.data), wheels, set_name=name, roles=tuple(args.roles))
     return 0

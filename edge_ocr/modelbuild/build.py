@@ -14,7 +14,6 @@ first start (`edge_ocr.inference.precision`): it runs only if it is also clearly
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -28,17 +27,13 @@ import yaml
 
 from edge_ocr.errors import ModelError
 from edge_ocr.modelbuild import graphfuse
+from edge_ocr.modelbuild.gate import GATE, _sha256, gate, write_atomic
 from edge_ocr.modelbuild.quantize import build_int8, quant_imports
 from edge_ocr.modelbuild.sets import DEFAULT_SET, MODEL_SETS, ModelSet, Wheel
 
 log = logging.getLogger(__name__)
 
 SCHEMA = 2
-# `precision: auto` may pick INT8 for a role only if its held-back error is at most this much above
-# FP32's (CER, absolute: 0.05 points), measured by `calibrate` on the very file `build` produces. It was
-# 0.3 points: on a VNNI CPU, where INT8 is 1.7x faster, auto then ran the PP-OCRv6 recognizer at +0.13
-# points on lines_en (below RapidOCR 3.10) without saying so (issue 18). `precision: int8` still forces it.
-GATE = 0.0005
 # ...and runs only where it is at least this much faster on the device's own CPU (precision: auto).
 MIN_SPEED_RATIO = 1.10
 
@@ -48,10 +43,6 @@ _INPUT_SHAPES: dict[str, list[int | str]] = {
     "rec": ["N", 3, 48, "W (multiple of 32, 96..2048)"],
     "cls": ["N", 3, 48, 192],
 }
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _file_name(member: str, precision: str) -> str:
@@ -131,43 +122,6 @@ def _load_calibration(set_name: str, role: str) -> dict[str, Any] | None:
         return None
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def gate(int8_sha: str | None, calib: dict[str, Any] | None) -> tuple[bool, str]:
-    """(INT8 may run on a device where it is faster, why) for one role, from `calibrate`'s figures."""
-    if int8_sha is None:
-        return False, "no INT8 variant (no calibration ranges committed for this role)"
-    ev = (calib or {}).get("evaluation")
-    if not ev:
-        return False, "INT8 built but never evaluated; run `edge-ocr models calibrate --data DIR`"
-    if ev["int8_sha256"] != int8_sha:
-        import onnxruntime
-
-        cause = (
-            f"built with onnxruntime {onnxruntime.__version__}, evaluated with {ev['onnxruntime']}"
-            if ev["onnxruntime"] != onnxruntime.__version__
-            else "its FP32 graph or recipe changed since"
-        )
-        return False, (
-            f"the INT8 file built here differs from the one evaluated ({cause}); not offered until "
-            "`edge-ocr models calibrate` re-measures it"
-        )
-    f, q, metric = ev["fp32"], ev["int8"], ev["metric"]
-    delta = q[metric] - f[metric]
-    figures = (
-        f"{metric} {q[metric]:.4f} INT8 vs {f[metric]:.4f} FP32 on {ev['data']} "
-        f"({delta * 100:+.2f} points, gate +{GATE * 100:.2f}); on the build machine "
-        f"{ev['speed_ratio']:.2f}x FP32 speed, 1 thread"
-    )
-    if delta > GATE:
-        return False, f"INT8 fails the accuracy gate: {figures}"
-    return True, f"INT8 passes the accuracy gate: {figures}"
 
 
 def _input_name(data: bytes) -> str:

@@ -163,3 +163,72 @@ _EVALUATORS = {
     "cls": lambda m, d, s: _eval_lines(m, d, s, "cls"),
     "det": _eval_pages,
 }
+
+
+# --- the meter model (our own; rendered crops, no eval data) ------------------------------------------
+
+
+def calibrate_meter(models_dir: Path) -> Path:
+    """Ranges from rendered calibration crops, build, then FP32 vs INT8 on the held-back sets."""
+    import onnxruntime
+
+    from edge_ocr.modelbuild.meter import (
+        CALIB_CROPS,
+        RANGES,
+        RECIPE,
+        ROLE,
+        SET,
+        _pooled,
+        calibration_inputs,
+        source_bytes,
+    )  # fmt: skip
+    from edge_ocr.train.meter import evaluate_onnx, held_back
+
+    today = _dt.date.today().isoformat()
+    with tempfile.TemporaryDirectory(prefix="edge-ocr-calib-") as tmp:
+        prepared = prepare(source_bytes(), RECIPE, Path(tmp) / "prepared.onnx")
+        ranges = compute_ranges(prepared, RECIPE, calibration_inputs())
+    _write_json(RANGES, {"role": ROLE, "method": RECIPE.method, "percentile": RECIPE.percentile,
+                         "data": RECIPE.calibration, "samples": CALIB_CROPS, "date": today,
+                         "onnxruntime": onnxruntime.__version__, "ranges": ranges})  # fmt: skip
+    build(models_dir, sets=(SET,))
+    from edge_ocr.models import load_manifest
+
+    manifest = load_manifest(models_dir)
+    variants = manifest["sets"][SET]["models"][ROLE]["variants"]
+    sets = held_back()
+    fig = {v: evaluate_onnx(models_dir / variants[v]["file"], sets) for v in ("fp32", "int8")}
+
+    calib = json.loads(RANGES.read_text(encoding="utf-8"))
+    calib["evaluation"] = {
+        "metric": "cer", "data": f"held-back rendered crops ({sum(len(s) for s in sets.values())}, 5 kinds)",
+        "fp32": _pooled(fig["fp32"]), "int8": _pooled(fig["int8"]), "per_kind": fig,
+        "int8_sha256": variants["int8"]["sha256"], "speed_ratio": _meter_speed_ratio(models_dir, variants),
+        "date": today, "onnxruntime": onnxruntime.__version__,
+    }  # fmt: skip
+    _write_json(RANGES, calib)
+    return build(models_dir, sets=(SET,))
+
+
+def _meter_speed_ratio(models_dir: Path, variants: dict[str, Any]) -> float:
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 1, 32, 160)).astype(np.float32)
+    best = {}
+    for v in ("fp32", "int8"):
+        s = ort.InferenceSession(
+            str(models_dir / variants[v]["file"]), opts, providers=["CPUExecutionProvider"]
+        )
+        s.run(None, {"x": x})
+        runs = []
+        for _ in range(50):
+            t = time.perf_counter()
+            s.run(None, {"x": x})
+            runs.append(time.perf_counter() - t)
+        best[v] = float(np.median(runs))
+    return round(best["fp32"] / best["int8"], 3)

@@ -7,13 +7,13 @@ figures in `meter_crnn.json`. `build` checks the file against that sha256, copie
 (`calibration/meter/meter.json`); INT8 is offered only if its held-back figures (measured by
 `calibrate`, on rendered crops of seeds training never used) keep exact within `EXACT_GATE` of FP32.
 
-`calibrate` needs the `[train]` extra (the renderer); `build` needs only onnx, like every set.
+`edge_ocr.modelbuild.calibrate.calibrate_meter` measures it (needs the `[train]` extra, the renderer);
+`build` needs only onnx, like every set.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import json
 import logging
 import tempfile
@@ -84,7 +84,7 @@ def build_entry(models_dir: Path, custom: Path | None = None) -> dict[str, Any]:
     of the shipped one; its INT8 variant is calibrated and gated here (needs the [train] extra)."""
     if custom is not None:
         return _custom_entry(models_dir, Path(custom))
-    from edge_ocr.modelbuild.build import _sha256, gate, write_atomic
+    from edge_ocr.modelbuild.gate import _sha256, gate, write_atomic
     from edge_ocr.modelbuild.quantize import OPSET, build_int8
 
     out_dir = models_dir / SET
@@ -135,7 +135,7 @@ def _custom_entry(models_dir: Path, path: Path) -> dict[str, Any]:
     INT8 variant only if it passes the same gate on the held-back rendered sets."""
     import onnxruntime as ort
 
-    from edge_ocr.modelbuild.build import _sha256, write_atomic
+    from edge_ocr.modelbuild.gate import _sha256, write_atomic
     from edge_ocr.modelbuild.quantize import OPSET, build_int8, compute_ranges, prepare
 
     try:
@@ -233,62 +233,3 @@ def calibration_inputs() -> list[Any]:
 
     rng = np.random.default_rng(CALIB_SEED)
     return [prepare(render(rng).image)[None, None] for _ in range(CALIB_CROPS)]
-
-
-def calibrate(models_dir: Path) -> Path:
-    """Ranges from rendered calibration crops, build, then FP32 vs INT8 on the held-back sets."""
-    import onnxruntime
-
-    from edge_ocr.modelbuild.build import build
-    from edge_ocr.modelbuild.calibrate import _write_json
-    from edge_ocr.modelbuild.quantize import compute_ranges, prepare
-    from edge_ocr.train.meter import evaluate_onnx, held_back
-
-    today = _dt.date.today().isoformat()
-    with tempfile.TemporaryDirectory(prefix="edge-ocr-calib-") as tmp:
-        prepared = prepare(source_bytes(), RECIPE, Path(tmp) / "prepared.onnx")
-        ranges = compute_ranges(prepared, RECIPE, calibration_inputs())
-    _write_json(RANGES, {"role": ROLE, "method": RECIPE.method, "percentile": RECIPE.percentile,
-                         "data": RECIPE.calibration, "samples": CALIB_CROPS, "date": today,
-                         "onnxruntime": onnxruntime.__version__, "ranges": ranges})  # fmt: skip
-    build(models_dir, sets=(SET,))
-    from edge_ocr.models import load_manifest
-
-    manifest = load_manifest(models_dir)
-    variants = manifest["sets"][SET]["models"][ROLE]["variants"]
-    sets = held_back()
-    fig = {v: evaluate_onnx(models_dir / variants[v]["file"], sets) for v in ("fp32", "int8")}
-
-    calib = json.loads(RANGES.read_text(encoding="utf-8"))
-    calib["evaluation"] = {
-        "metric": "cer", "data": f"held-back rendered crops ({sum(len(s) for s in sets.values())}, 5 kinds)",
-        "fp32": _pooled(fig["fp32"]), "int8": _pooled(fig["int8"]), "per_kind": fig,
-        "int8_sha256": variants["int8"]["sha256"], "speed_ratio": _speed_ratio(models_dir, variants),
-        "date": today, "onnxruntime": onnxruntime.__version__,
-    }  # fmt: skip
-    _write_json(RANGES, calib)
-    return build(models_dir, sets=(SET,))
-
-
-def _speed_ratio(models_dir: Path, variants: dict[str, Any]) -> float:
-    import time
-
-    import numpy as np
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 1, 32, 160)).astype(np.float32)
-    best = {}
-    for v in ("fp32", "int8"):
-        s = ort.InferenceSession(
-            str(models_dir / variants[v]["file"]), opts, providers=["CPUExecutionProvider"]
-        )
-        s.run(None, {"x": x})
-        runs = []
-        for _ in range(50):
-            t = time.perf_counter()
-            s.run(None, {"x": x})
-            runs.append(time.perf_counter() - t)
-        best[v] = float(np.median(runs))
-    return round(best["fp32"] / best["int8"], 3)
