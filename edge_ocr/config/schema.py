@@ -302,6 +302,22 @@ class StorageConfig(Section):
         return int(min(self.min_free_mb * 1024 * 1024, total_bytes * self.min_free_percent / 100))
 
 
+class HistoryConfig(Section):
+    """Every published camera reading, kept in <state_dir>/history.sqlite3 for the page's charts and CSV.
+
+    Best effort: the outbox comes first. History stops writing at twice the storage reserve, so a
+    filling disk gives up the history before it holds readings back."""
+
+    enabled: StrictBool = Field(True, description="Keep the history of camera readings.")
+    retain_days: StrictFloat = Field(
+        30.0, gt=0, le=3650, description="Readings older than this many days are deleted."
+    )
+    max_mb: StrictFloat = Field(
+        50.0, ge=0.1, le=100_000,
+        description="Size of the history database at most (MiB); the oldest readings go first.",
+    )  # fmt: skip
+
+
 class EngineConfig(Section):
     """The OCR engine."""
 
@@ -422,6 +438,9 @@ class Config(Section):
     storage: StorageConfig = Field(
         default_factory=StorageConfig, description="Free space kept on the folders written to."
     )
+    history: HistoryConfig = Field(
+        default_factory=HistoryConfig, description="History of camera readings (charts, CSV)."
+    )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="OCR engine.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Local HTTP.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
@@ -458,6 +477,10 @@ class Config(Section):
     @property
     def outbox_path(self) -> Path:
         return self.state_dir / "outbox.sqlite3"
+
+    @property
+    def history_path(self) -> Path:
+        return self.state_dir / "history.sqlite3"
 
     def with_derived_defaults(self) -> Config:
         """Fill the defaults that depend on other keys (done/failed/evidence folders, the client id)."""
