@@ -18,6 +18,10 @@ themselves. This module owns that judgement; the daemon asks it and reports what
   that mount point is still mounted was deleted: it is created again. If the mount point is not
   mounted any more (an unplugged USB stick), creating the folder would write into the bare mount
   point on the root filesystem, so it is reported missing until the filesystem is back.
+- **Best-effort places.** A place given as `best_effort` (the history of readings) holds no work back:
+  its writer skips writes while it is not usable. Its reserve is twice the configured one, so a
+  filling disk gives it up before the folders whose work must not be lost; its sentence says what is
+  skipped meanwhile.
 - **One warning per episode.** The first problem logs one WARNING with the folder and its free space;
   further problems in the same episode are INFO; the end of the episode is INFO. Nothing here logs a
   traceback: these are expected conditions.
@@ -121,6 +125,7 @@ class Place:
     path: Path
     mount: Path  # the mount point of its filesystem when the guard started
     existed: bool = True  # False: not created yet (a first start), so its absence is no news
+    best_effort: str = ""  # set: nothing waits for this place; the sentence says what is skipped
     cond: str | None = None
     detail: str = ""
     from_error: bool = False  # set by a failed write (held for the backoff), not by statvfs
@@ -138,7 +143,8 @@ class Place:
             space += f", reserve {_mb(self.reserve)}"
         space += ")" if space else ""
         detail = f": {self.detail}" if self.detail and self.cond != "low_space" else ""
-        return f"{self.label} {self.path} {what}{space}{detail}"
+        skipped = f" ({self.best_effort})" if self.best_effort else ""
+        return f"{self.label} {self.path} {what}{space}{detail}{skipped}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -171,7 +177,11 @@ class StorageGuard:
         places: Iterable[tuple[str, str, Path]],
         config: StorageConfig,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        best_effort: Iterable[tuple[str, str, Path, str]] = (),
     ) -> None:
+        """`best_effort`: (key, label, path, what is skipped while it is not usable) of places whose
+        writes may be skipped (see the module docstring)."""
         self.config = config
         self._clock = clock
         self._lock = threading.Lock()
@@ -179,6 +189,9 @@ class StorageGuard:
             key: Place(key, label, Path(path), _mount_point(Path(path)), Path(path).is_dir())
             for key, label, path in places
         }
+        for key, label, path, skipped in best_effort:
+            at = Path(path)
+            self._places[key] = Place(key, label, at, _mount_point(at), at.is_dir(), best_effort=skipped)
         self._episode = False
         self._announced: set[tuple[str, str]] = set()
         self._last_check = -1e18
@@ -241,7 +254,7 @@ class StorageGuard:
         except OSError as exc:
             return _Probe(_ERRNO.get(exc.errno or 0, "io_error"), exc.strerror or str(exc))
         free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
-        reserve = self.config.reserve_bytes(total)
+        reserve = self.config.reserve_bytes(total) * (2 if p.best_effort else 1)
         probe = _Probe(None, "", free, total, reserve)
         if st.f_flag & os.ST_RDONLY:
             probe.cond, probe.detail = "read_only", "mounted read-only"
@@ -324,6 +337,9 @@ class StorageGuard:
         if bad and not self._episode:
             self._episode = True
             self._announced = {(p.key, p.cond or "") for p in bad}
+            if all(p.best_effort for p in bad):
+                log.warning("storage: %s", "; ".join(p.describe() for p in bad))
+                return
             log.warning(
                 "storage: %s: new files wait in the inbox until this clears; results already in the "
                 "outbox keep going to the broker",

@@ -2,7 +2,8 @@
 
 Every camera gets its own analysis thread (in `sources.camera`); a frame becomes at most one message
 per region whose value changed, each also stored as the region's retained state. A full outbox holds
-frames back (`can_accept`), never values already read.
+frames back (`can_accept`), never values already read. What went into the outbox is then kept in the
+history (best effort: a history that cannot be written never holds a reading back).
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from edge_ocr.config import CameraSource as CameraConfig
 from edge_ocr.daemon.state import Generation, Shared
 from edge_ocr.errors import ConfigError, PublishError
 from edge_ocr.evidence import EvidenceStore
+from edge_ocr.history import HistoryError
+from edge_ocr.outbox import Outbox
 from edge_ocr.plausibility import MeterMemory
 from edge_ocr.publish.topics import Topics
 from edge_ocr.regions import RegionAnalyzer, RegionTracker, regions_from_config
@@ -107,6 +111,15 @@ class CameraWork:
                 analyzer.tracker.alignment,
             )  # fmt: skip
         qos = cfg.mqtt.qos if cfg.mqtt else 1
+        stored: list[dict[str, Any]] = []
+        try:
+            self._publish(outbox, topics, topic_, name, messages, qos, stored)
+        finally:
+            self.keep(name, frame.captured_at, stored)
+
+    def _publish(self, outbox: Outbox, topics: Topics, topic_: str, name: str,
+                 messages: list[dict[str, Any]], qos: int, stored: list[dict[str, Any]]) -> None:  # fmt: skip
+        """Each message into the outbox (and its retained state copy); `stored` collects what went in."""
         for msg in messages:
             payload = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
             # Also the region's retained state (Home Assistant's sensor reads it; a consumer that starts
@@ -120,6 +133,7 @@ class CameraWork:
                 if guard is None or guard.failed("state", exc) is None:
                     raise
                 return  # reported by the guard; frames are held until the state folder works again
+            stored.append(msg)
             ctx = {"source": name, "region": msg["region"], "id": msg["id"]}
             if msg["valid"]:
                 log.info("camera %s: %s = %r", name, msg["region"], msg.get("value", msg["text"]), extra=ctx)
@@ -129,3 +143,18 @@ class CameraWork:
                     name, msg["region"], msg["text"], msg["reason"], msg.get("detail"),
                     extra={**ctx, "reason": msg["reason"]},
                 )  # fmt: skip
+
+    def keep(self, name: str, captured_at: float, stored: list[dict[str, Any]]) -> None:
+        """A frame's published messages into the history: one transaction, skipped while the guard
+        holds the history back (a full disk), never raising into the camera's thread."""
+        history, guard = self.shared.history, self.shared.guard
+        if history is None or not stored or (guard is not None and not guard.usable(("history",))):
+            return
+        try:
+            history.add(name, captured_at, stored)
+        except HistoryError as exc:
+            if guard is None or guard.failed("history", exc) is None:
+                log.error("camera %s: %s", name, exc, extra={"source": name, "reason": "history"})
+            return
+        if guard is not None:
+            guard.worked("history")

@@ -21,9 +21,10 @@ from typing import Any
 from edge_ocr import __version__, logs
 from edge_ocr.config import CameraSource as CameraConfig
 from edge_ocr.config import Config, load_config
-from edge_ocr.daemon.settings import engine_settings, region_sensors, storage_places
+from edge_ocr.daemon.settings import engine_settings, history_places, region_sensors, storage_places
 from edge_ocr.daemon.state import STUCK_AFTER_S, Generation, Shared
 from edge_ocr.errors import ConfigError, PublishError, missing_extra
+from edge_ocr.history import History, HistoryError
 from edge_ocr.notify import watchdog_interval_s
 from edge_ocr.outbox import Outbox
 from edge_ocr.pipeline import Engine
@@ -77,6 +78,7 @@ class Lifecycle:
         self.rooms = rooms
         self._last_stats = 0.0
         self._storage_problems: frozenset[tuple[str, str]] = frozenset()
+        self._history_refused = False  # not a disk condition (a newer file): not retried until a reload
 
     # ------------------------------------------------------------------ engine, outbox, publisher
 
@@ -97,6 +99,36 @@ class Lifecycle:
             self.open_outbox(cfg)
         else:
             sh.outbox.max_messages, sh.outbox.max_bytes = box.max_messages, box.max_bytes
+        if sh.history is not None and (not cfg.history.enabled or sh.history.path != cfg.history_path):
+            sh.history.close()
+            sh.history = None
+        if sh.history is None:
+            self.open_history(cfg)
+        else:
+            sh.history.retain_days = cfg.history.retain_days
+            sh.history.max_bytes = int(cfg.history.max_mb * 1024 * 1024)
+
+    def open_history(self, cfg: Config) -> None:
+        """Open the history of readings; on a full or read-only state_dir the daemon runs without it
+        (readings are still published) and tries again as the storage guard allows."""
+        guard = self.shared.guard
+        assert guard is not None
+        h = cfg.history
+        self._history_refused = False
+        if not h.enabled:
+            return
+        try:
+            self.shared.history = History(
+                cfg.history_path, retain_days=h.retain_days, max_bytes=int(h.max_mb * 1024 * 1024)
+            )
+        except HistoryError as exc:
+            if guard.failed("history", exc) is None:
+                self._history_refused = True
+                log.error(
+                    "history: %s; readings are published but not kept", exc, extra={"reason": "history"}
+                )
+            return
+        guard.worked("history")
 
     def open_outbox(self, cfg: Config) -> bool:
         """Open the outbox; on a full, read-only or missing state_dir the daemon runs degraded without
@@ -130,6 +162,14 @@ class Lifecycle:
         elif gen.publisher is None:
             self.start_publisher(gen)
 
+    def ensure_history(self) -> None:
+        """Main thread: open a history that could not be opened yet (a full disk), once it has room."""
+        sh, gen = self.shared, self.shared.gen
+        if gen is None or sh.guard is None or sh.history is not None or self._history_refused:
+            return
+        if gen.cfg.history.enabled and sh.guard.usable(["history"]):
+            self.open_history(gen.cfg)
+
     def start_publisher(self, gen: Generation) -> None:
         """MQTT starts even without an outbox (it reports the degraded state); stdout needs one."""
         cfg, outbox = gen.cfg, self.shared.outbox
@@ -158,7 +198,7 @@ class Lifecycle:
         # start at once, before the models load.
         web = web_settings(cfg)
         # The guard first: its first check decides whether the first files may be taken at all.
-        sh.guard = StorageGuard(storage_places(cfg), cfg.storage)
+        sh.guard = StorageGuard(storage_places(cfg), cfg.storage, best_effort=history_places(cfg))
         sh.guard.check()
         self.open(cfg)
         gen = Generation(cfg, threading.Event())
@@ -185,6 +225,7 @@ class Lifecycle:
             status=self.rooms.status,
             cameras=lambda: dict(gen.views),
             recent=self.rooms.recent,
+            history=lambda: sh.history,
         )
         return WebServer(ctx)
 
@@ -267,6 +308,8 @@ class Lifecycle:
                 self.stop_generation(sh.gen)
             if sh.outbox is not None:
                 sh.outbox.close()
+            if sh.history is not None:
+                sh.history.close()
             log.info("stopped")
         return 0
 
@@ -278,6 +321,7 @@ class Lifecycle:
         if sh.guard.due():
             sh.guard.check()
         self.ensure_outbox()
+        self.ensure_history()
         storage = self.rooms.storage()
         # Compared by what is wrong, not by the text: the free space in the reason changes every check.
         problems = frozenset((f["folder"], f["condition"]) for f in storage["folders"] if not f["ok"])

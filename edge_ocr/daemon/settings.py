@@ -106,6 +106,14 @@ def storage_places(cfg: Config) -> list[tuple[str, str, Path]]:
     return places
 
 
+def history_places(cfg: Config) -> list[tuple[str, str, Path, str]]:
+    """The history's folder, a best-effort place of the storage guard (nothing waits for it)."""
+    if not cfg.history.enabled:
+        return []
+    skipped = "readings are published but not kept in the history"
+    return [("history", "history in state_dir", cfg.history_path.parent, skipped)]
+
+
 def source_keys(src: FolderConfig) -> tuple[str, ...]:
     """The storage guard's keys of the folders a folder source writes to."""
     return ("state", f"done:{src.name}", f"failed:{src.name}")

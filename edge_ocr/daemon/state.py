@@ -1,9 +1,9 @@
 """The hall every room of the daemon opens onto: what they share, and nothing they do.
 
 `Shared` holds the configuration in force, the stop, pause and reload events, the engine, the outbox,
-the storage guard and the current `Generation`; `Stats` and `Beats` are the counters and worker
-heartbeats that health and status read. Rooms receive a `Shared` (never a class attribute) and import
-this module and `settings` only, never each other.
+the history, the storage guard and the current `Generation`; `Stats` and `Beats` are the counters and
+worker heartbeats that health and status read. Rooms receive a `Shared` (never a class attribute) and
+import this module and `settings` only, never each other.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from edge_ocr import __version__
 from edge_ocr.config import Config
+from edge_ocr.history import History
 from edge_ocr.notify import Notifier
 from edge_ocr.outbox import Outbox
 from edge_ocr.pipeline import Engine, EngineSettings
@@ -128,7 +129,7 @@ class Generation:
 
 class Shared:
     """The daemon's state, passed explicitly to every room. The main thread replaces `gen`, `engine`,
-    `outbox` and `guard`; the other threads only read them."""
+    `outbox`, `history` and `guard`; the other threads only read them."""
 
     def __init__(self, cfg: Config, config_path: Path | None) -> None:
         self.cfg = cfg
@@ -142,6 +143,7 @@ class Shared:
         self.engine: Engine | None = None
         self.engine_key: EngineSettings | None = None
         self.outbox: Outbox | None = None
+        self.history: History | None = None  # None: off, or not opened yet (a full disk)
         self.guard: StorageGuard | None = None
         self.gen: Generation | None = None
         # The last results of each folder source, for the web page (GET /api/sources).

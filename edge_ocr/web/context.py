@@ -24,3 +24,4 @@ class WebContext:
     status: Callable[[], dict[str, Any]]
     cameras: Callable[[], dict[str, CameraView]] = field(default=dict)
     recent: Callable[[], dict[str, list[dict[str, Any]]]] = field(default=dict)  # folder source -> results
+    history: Callable[[], Any | None] = field(default=lambda: None)  # edge_ocr.history.History, or None
