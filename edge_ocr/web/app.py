@@ -1,9 +1,9 @@
 """The FastAPI application: middleware, the error envelope, and the routers.
 
 `create_app(ctx)` builds one app around a `WebContext`. Routes: `/healthz` and `/metrics` (always),
-and when `settings.api` is on, `POST /api/ocr`, the watch API and the page at `/`. The OpenAPI spec is
-at `/openapi.json`; the Swagger page is not served (it loads its code from a CDN, and the device may
-be offline).
+and when `settings.api` is on, `POST /api/ocr`, the watch API, `GET /api/history` and the page at
+`/`. The OpenAPI spec is at `/openapi.json`; the Swagger page is not served (it loads its code from a
+CDN, and the device may be offline).
 
 The edge middleware (pure ASGI, in front of everything) gives each request an id, refuses an
 over-long body from its Content-Length before reading it and counts a chunked one as it arrives,
@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_ocr import __version__
-from edge_ocr.web import ocr, watch
+from edge_ocr.web import history, ocr, watch
 from edge_ocr.web.context import WebContext
 from edge_ocr.web.errors import ApiError, BodyTooLarge, envelope
 from edge_ocr.web.metrics import ApiMetrics, StatusCollector
@@ -169,6 +169,7 @@ def create_app(ctx: WebContext) -> FastAPI:
     if s.api:
         app.include_router(ocr.router())
         app.include_router(watch.router())
+        app.include_router(history.router())
         for route, (name, media) in STATIC.items():
             app.add_api_route(route, _static(name, media), methods=["GET"], include_in_schema=False)
 

@@ -4,7 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="What went wrong, for programs: bad_option, not_found, unauthorized, ...")
+    message: str = Field(description="What went wrong, for people, naming the parameter when one is bad.")
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every error answer (for the OpenAPI spec; `envelope` writes it)."""
+
+    request_id: str | None = Field(description="The request's id, also in the X-Request-ID header.")
+    error: ErrorBody
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route whose errors are these statuses, each with the envelope's schema."""
+    return {s: {"model": ErrorEnvelope, "description": "The error envelope"} for s in statuses}
 
 
 class ApiError(Exception):
