@@ -75,6 +75,7 @@ EXTRA_OF_MODULE = {
     "multipart": "web",
     "python_multipart": "web",
     "prometheus_client": "web",
+    "ruamel": "web",
     "paho": "daemon",
     "watchdog": "daemon",
     "systemd": "systemd",
