@@ -85,6 +85,8 @@ class Reading:
     text: str
     confidence: float
     weakest: float = 1.0
+    # each character's probability, in the order read (the setup page shows them)
+    char_confidences: tuple[float, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

@@ -154,9 +154,14 @@ class RegionTracker:
             self.training.labelled(region, crop, label_like(value, template, r.numeric.decimals))
         return before.value if before else None
 
-    def _read(self, region: Region, crop: np.ndarray) -> Reading:
-        if region.suppress_ghosts:
-            crop = suppress_ghosts(crop)
+    @staticmethod
+    def given(region: Region, crop: np.ndarray) -> np.ndarray:
+        """The crop as the reader is given it (an LCD's ghosts whitened where the region asks)."""
+        return suppress_ghosts(crop) if region.suppress_ghosts else crop
+
+    def read(self, region: Region, crop: np.ndarray) -> Reading:
+        """One region's crop read (also by the setup page's test, on another thread: no state changes)."""
+        crop = self.given(region, crop)
         if region.reader == "meter":
             result = self.engine.run_meter(crop, region.charset)
         elif region.mode == "line":
@@ -169,7 +174,8 @@ class RegionTracker:
         weakest = min(
             (min(line.char_confidences, default=line.confidence) for line in result.lines), default=0.0
         )
-        return Reading(text=text, confidence=float(conf), weakest=float(weakest))
+        chars = tuple(float(c) for line in result.lines for c in line.char_confidences)
+        return Reading(text=text, confidence=float(conf), weakest=float(weakest), char_confidences=chars)
 
     def update(self, image: np.ndarray, *, force: bool = False, at: float | None = None) -> FrameOutcome:
         """Analyse one frame. `force` (cmd/capture): read every region and publish every non-empty value.
@@ -207,7 +213,7 @@ class RegionTracker:
                 reading = st.reading
             else:
                 given = np.ascontiguousarray(crop)
-                reading = self._read(region, given)
+                reading = self.read(region, given)
                 st.signature, st.reading = sig, reading
                 read += 1
                 if self.training is not None and region.numeric is not None:

@@ -45,6 +45,11 @@ class CameraView:
                 keep = ("text", "valid", "reason", "value", "unit", "confidence", "captured_at")
                 self._values[m["region"]] = {k: m.get(k) for k in keep}
 
+    def latest(self) -> tuple[np.ndarray | None, float | None]:
+        """The frame last analysed and when it was captured (the setup page tests a region on it)."""
+        with self._lock:
+            return self._image, self._captured_at
+
     def _quad(self, region: Any, w: int, h: int, alignment: Any) -> list[list[float]]:
         """The region's corners on the frame as shown: regions are configured on the reference frame,
         so with alignment they are drawn where the re-aligned frame found them (the inverse warp)."""

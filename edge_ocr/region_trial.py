@@ -1,0 +1,82 @@
+"""A region tried on one frame before it is saved (the setup page's Test): the daemon's own reading path
+(alignment to the camera's reference, the crop, ghosts, the region's reader and charset) and its rules
+(min_confidence, pattern, and a numeric region's plausibility against the value remembered for that
+name), with nothing remembered, debounced or published.
+
+It runs on a web worker thread beside the camera's analysis thread: it only reads the tracker (its
+aligner is immutable, its engine is the gated one, the meter memory has a lock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_ocr.plausibility import break_of, parse_number
+from edge_ocr.region_values import Region
+from edge_ocr.regions import RegionTracker
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What a region reads on one frame and whether its rules accept it."""
+
+    crop: np.ndarray  # as the reader was given it (aligned, ghosts whitened)
+    text: str
+    confidence: float
+    char_confidences: tuple[float, ...]
+    valid: bool
+    reason: str | None  # the rule that rejects it (alignment, empty, low_confidence, pattern, ...)
+    detail: str | None
+    value: float | None  # numeric regions: the number read (None when not a number)
+    last_value: float | None  # numeric regions: the value remembered for this region name
+    alignment: dict[str, object] | None
+
+
+def try_region(tracker: RegionTracker, region: Region, image: np.ndarray, at: float) -> Trial:
+    """Read `region` on `image` (captured at `at`) as the camera would, judged by its rules; no state
+    of the tracker changes."""
+    alignment = None
+    aligner = tracker.aligner
+    if aligner is not None:
+        a = aligner.align(image)
+        alignment = a.to_dict()
+        if not a.ok:
+            empty = np.zeros((1, 1, 3), np.uint8)
+            return Trial(empty, "", 0.0, (), False, "alignment", a.reason, None, None, alignment)
+        image = aligner.warp(image, a)
+    crop = region.crop(image)
+    if crop.size == 0 or min(crop.shape[:2]) < 2:
+        h, w = image.shape[:2]
+        empty = np.zeros((1, 1, 3), np.uint8)
+        return Trial(empty, "", 0.0, (), False, "outside", f"the region lies outside the {w}x{h} frame",
+                     None, None, alignment)  # fmt: skip
+    crop = np.ascontiguousarray(crop)
+    reading = tracker.read(region, crop)
+    text = reading.text
+    value = last_value = None
+    reason = detail = None
+    mc = region.min_confidence
+    if not text:
+        reason, detail = "empty", "nothing was read"
+    elif mc is not None and min(reading.confidence, reading.weakest) < mc:
+        reason = "low_confidence"
+        detail = f"character confidence {reading.weakest:.2f} (mean {reading.confidence:.2f}) is below {mc:g}"
+    elif not region.is_valid(text):
+        reason, detail = "pattern", f"{text!r} does not match {region.pattern!r}"
+    if region.numeric is not None and text:
+        value, why = parse_number(text, region.numeric)
+        last = tracker.memory.get(region.name) if tracker.memory is not None else None
+        last_value = last.value if last is not None else None
+        if value is None and reason is None:
+            reason, detail = "not_a_number", why
+        elif value is not None and last is not None and reason is None:
+            broken = break_of(region.numeric, value, text, last, at)
+            if broken is not None and abs(value - last.value) > region.numeric.hysteresis + 1e-12:
+                reason, detail = broken
+    return Trial(
+        crop=tracker.given(region, crop), text=text, confidence=reading.confidence,
+        char_confidences=reading.char_confidences, valid=reason is None, reason=reason, detail=detail,
+        value=value, last_value=last_value, alignment=alignment,
+    )  # fmt: skip
