@@ -38,6 +38,7 @@ from edge_ocr.daemon.folder import FolderWork
 from edge_ocr.daemon.health import Health
 from edge_ocr.daemon.intake import Intake
 from edge_ocr.daemon.lifecycle import Lifecycle, Rooms
+from edge_ocr.daemon.setup import Setup
 from edge_ocr.daemon.signals import install_signals
 from edge_ocr.daemon.state import Generation, Shared, Stats
 from edge_ocr.notify import Notifier
@@ -56,6 +57,7 @@ class Daemon:
         self.folder_work = FolderWork(sh, self.intake.can_accept)
         self.camera_work = CameraWork(sh, self.intake.can_accept)
         self.commands = Commands(sh, self.health_room.status)
+        self.setup = Setup(sh)
         self.lifecycle = Lifecycle(
             sh,
             Rooms(
@@ -70,6 +72,7 @@ class Daemon:
                 health_doc=self.health_room.health_doc,
                 status_line=self.health_room.status_line,
                 recent=self.folder_work.recent,
+                try_region=self.setup.try_region,
             ),
         )
 

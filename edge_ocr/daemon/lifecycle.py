@@ -22,7 +22,7 @@ from edge_ocr import __version__, logs
 from edge_ocr.config import CameraSource as CameraConfig
 from edge_ocr.config import Config, load_config
 from edge_ocr.daemon.settings import engine_settings, history_places, region_sensors, storage_places
-from edge_ocr.daemon.state import STUCK_AFTER_S, Generation, Shared
+from edge_ocr.daemon.state import RESTARTING, STUCK_AFTER_S, Generation, Shared
 from edge_ocr.errors import ConfigError, PublishError, missing_extra
 from edge_ocr.history import History, HistoryError
 from edge_ocr.notify import watchdog_interval_s
@@ -52,6 +52,7 @@ class Rooms:
     health_doc: Callable[[], dict[str, Any]]
     status_line: Callable[[], str]
     recent: Callable[[], dict[str, list[dict[str, Any]]]]
+    try_region: Callable[[str, Any], Any]  # the setup page's Test: (camera, RegionConfig) -> Trial
 
 
 def web_settings(cfg: Config) -> ApiSettings | None:
@@ -192,7 +193,9 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ generations
 
-    def start_generation(self, cfg: Config) -> None:
+    def start_generation(self, cfg: Config, http: Any = None) -> None:
+        """`http`: the web server of the previous generation, kept across a reload that did not change
+        its settings (a Save on the page waits on it for the reload's outcome)."""
         sh = self.shared
         # The exposure rule, the token and the web extra first: a refused http section refuses the
         # start at once, before the models load.
@@ -202,36 +205,59 @@ class Lifecycle:
         sh.guard.check()
         self.open(cfg)
         gen = Generation(cfg, threading.Event())
+        if http is not None:
+            gen.gate = http.ctx.gate  # one gate: the API's requests and the new cameras share the engine
         sh.gen = gen
         self.start_publisher(gen)
         self.rooms.start_folders(gen)
         for cam_cfg in cfg.sources:
             if isinstance(cam_cfg, CameraConfig):
                 self.rooms.start_camera(gen, cam_cfg)
-        if web is not None:
+        if web is not None and http is not None:
+            gen.http = http
+        elif web is not None:
             gen.http = self.web_server(gen, web)
             gen.http.start()
 
     def web_server(self, gen: Generation, settings: ApiSettings) -> Any:
-        from edge_ocr.web.context import WebContext
+        from edge_ocr.web.context import SetupHooks, WebContext
         from edge_ocr.web.server import WebServer
 
         sh = self.shared
+
+        # The server may outlive its generation (see reload): it always reads the current one.
+        def current_stopped() -> bool:
+            g = sh.gen
+            return g is None or g.stop.is_set()
+
+        def views() -> dict[str, Any]:
+            g = sh.gen
+            return dict(g.views) if g is not None else {}
+
+        setup = SetupHooks(
+            config_path=lambda: sh.config_path,
+            running=lambda: sh.cfg,
+            reload=lambda timeout: sh.reloads.wait(sh.reloads.ask(), timeout),
+            command=lambda verb, args: self.rooms.on_command(Command(verb, args, b"")),
+            try_region=self.rooms.try_region,
+        )
         ctx = WebContext(
             settings=settings,
             gate=gen.gate,
-            engine=lambda: None if sh.stop.is_set() or gen.stop.is_set() else sh.engine,
+            engine=lambda: None if sh.stop.is_set() or current_stopped() else sh.engine,
             health=self.rooms.health,
             status=self.rooms.status,
-            cameras=lambda: dict(gen.views),
+            cameras=views,
             recent=self.rooms.recent,
+            setup=setup,
             history=lambda: sh.history,
         )
         return WebServer(ctx)
 
-    def stop_generation(self, gen: Generation) -> None:
-        """Reverse start order: HTTP, sources, workers (finish the file in hand), publisher."""
-        if gen.http is not None:
+    def stop_generation(self, gen: Generation, *, keep_http: bool = False) -> None:
+        """Reverse start order: HTTP (unless kept for the next generation), sources, workers (finish the
+        file in hand), publisher."""
+        if gen.http is not None and not keep_http:
             gen.http.stop()
         for source in gen.sources.values():
             source.stop()
@@ -249,27 +275,42 @@ class Lifecycle:
 
     def reload(self) -> None:
         sh = self.shared
-        sh.reload.clear()
+        serving = sh.reloads.begin()
         if sh.config_path is None:
             log.info("reload: no config file (embedded default); nothing to reload")
+            sh.reloads.end(serving, "no configuration file to reload (the daemon runs on its default)")
             return
         try:
             new = load_config(sh.config_path)
-            web_settings(new)  # a token that cannot be read refuses the reload, not the daemon
+            web = web_settings(new)  # a token that cannot be read refuses the reload, not the daemon
         except ConfigError as exc:
             log.error(
                 "reload refused, keeping the running configuration: %s", exc, extra={"reason": "config"}
             )
+            sh.reloads.end(serving, f"reload refused, the running configuration is kept: {exc}")
             return
         sh.notifier.reloading()
         log.info("reloading configuration from %s", sh.config_path)
         old = sh.gen
-        if old is not None:
-            self.stop_generation(old)
-        sh.cfg = new
-        logs.configure(new.logging.format, new.logging.level)
-        self.start_generation(new)
+        # The web server stays up when its settings and the engine's share are unchanged: the page
+        # keeps its connection, and a Save waiting on this reload gets its answer.
+        kept = None
+        if old is not None and old.http is not None and web is not None:
+            if web == old.http.ctx.settings and new.engine.workers == old.cfg.engine.workers:
+                kept = old.http
+            else:
+                sh.reloads.end(serving, RESTARTING)  # answered before its server stops
+        try:
+            if old is not None:
+                self.stop_generation(old, keep_http=kept is not None)
+            sh.cfg = new
+            logs.configure(new.logging.format, new.logging.level)
+            self.start_generation(new, kept)
+        except BaseException as exc:
+            sh.reloads.end(serving, f"the reload failed: {exc}")
+            raise
         sh.notifier.ready(self.rooms.status_line())
+        sh.reloads.end(serving, None)
 
     # ------------------------------------------------------------------ the main loop
 

@@ -137,6 +137,7 @@ class Shared:
         self.stop = threading.Event()
         self.paused = threading.Event()
         self.reload = threading.Event()
+        self.reloads = Reloads(self.reload)
         self.stats = Stats()
         self.beats = Beats()
         self.notifier = Notifier()
@@ -148,3 +149,44 @@ class Shared:
         self.gen: Generation | None = None
         # The last results of each folder source, for the web page (GET /api/sources).
         self.recent: dict[str, deque[dict[str, Any]]] = {}
+
+
+RESTARTING = "restarting"  # a reload's outcome: the HTTP server is replaced (its settings changed)
+
+
+class Reloads:
+    """Reload requests that wait for their outcome (the page's Save waits for the daemon to run the new
+    configuration). Each `ask()` gets a number; a reload serves every request made before it began, so
+    a reload already under way with the old file never answers a request made after it started."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event  # also set by SIGHUP and cmd/reload, which wait for nothing
+        self._cond = threading.Condition()
+        self._asked = 0
+        self._served = 0
+        self._outcome: str | None = None
+
+    def ask(self) -> int:
+        with self._cond:
+            self._asked += 1
+            self._event.set()
+            return self._asked
+
+    def begin(self) -> int:
+        """The main thread starts a reload: the requests it serves."""
+        with self._cond:
+            self._event.clear()
+            return self._asked
+
+    def end(self, served: int, outcome: str | None) -> None:
+        """None: the new configuration runs; `RESTARTING`; or why the reload was refused."""
+        with self._cond:
+            self._served, self._outcome = max(self._served, served), outcome
+            self._cond.notify_all()
+
+    def wait(self, number: int, timeout: float) -> str | None:
+        """The outcome of request `number`; raises TimeoutError."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._served >= number, timeout):
+                raise TimeoutError(f"the daemon did not reload within {timeout:g} s")
+            return self._outcome
