@@ -35,12 +35,16 @@ def engine_settings(cfg: Config) -> EngineSettings:
 
 def readers_needed(cfg: Config) -> tuple[bool, bool]:
     """(general, meter): which models this config reads with. Folders, text regions and the API need
-    the general models; a device that only reads meters loads the meter model alone (about 100 MB less)."""
+    the general models; a device that only reads meters loads the meter model alone (about 100 MB less).
+    A camera with the page on needs both: its Setup tab tests a region, numeric or not, before it is
+    saved (the meter model is a few MB and ships in the package)."""
     readers = {r.reader() for src in cfg.sources if isinstance(src, CameraConfig) for r in src.regions}
+    cameras = any(isinstance(src, CameraConfig) for src in cfg.sources)
     cameras_whole = any(isinstance(src, CameraConfig) and not src.regions for src in cfg.sources)
     others = any(not isinstance(src, CameraConfig) for src in cfg.sources)
-    general = others or cameras_whole or "general" in readers or bool(cfg.http.enabled and cfg.http.api)
-    return general or not readers, "meter" in readers
+    page = bool(cfg.http.enabled and cfg.http.api)
+    general = others or cameras_whole or "general" in readers or page
+    return general or not readers, "meter" in readers or (page and cameras)
 
 
 def folder_settings(src: Any) -> FolderSettings:

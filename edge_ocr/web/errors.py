@@ -11,6 +11,9 @@ from starlette.responses import JSONResponse
 class ErrorBody(BaseModel):
     code: str = Field(description="What went wrong, for programs: bad_option, not_found, unauthorized, ...")
     message: str = Field(description="What went wrong, for people, naming the parameter when one is bad.")
+    problems: list[dict[str, Any]] | None = Field(
+        None, description="A configuration or region refused (422): each problem's key, line and message."
+    )
 
 
 class ErrorEnvelope(BaseModel):
@@ -26,12 +29,14 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 *, fields: dict[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.fields = fields or {}  # more of `error` (e.g. `problems`: each bad key of a configuration)
 
 
 class BodyTooLarge(ApiError):
@@ -40,6 +45,8 @@ class BodyTooLarge(ApiError):
 
 
 def envelope(request_id: str | None, status: int, code: str, message: str,
-             headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
-    body: dict[str, Any] = {"request_id": request_id, "error": {"code": code, "message": message}}
+             headers: dict[str, str] | None = None,
+             fields: dict[str, Any] | None = None) -> JSONResponse:  # fmt: skip
+    error = {"code": code, "message": message, **(fields or {})}
+    body: dict[str, Any] = {"request_id": request_id, "error": error}
     return JSONResponse(body, status_code=status, headers=headers)
