@@ -48,6 +48,7 @@ STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/static/history.js": ("history.js", "text/javascript; charset=utf-8"),
 }
 OPEN_PATHS = ("/healthz",)  # deploy pipelines and load balancers poll it without a token
 
