@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_ocr import __version__
-from edge_ocr.web import history, ocr, watch
+from edge_ocr.web import history, ocr, setup, watch
 from edge_ocr.web.context import WebContext
 from edge_ocr.web.errors import ApiError, BodyTooLarge, envelope
 from edge_ocr.web.metrics import ApiMetrics, StatusCollector
@@ -49,6 +49,8 @@ STATIC = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
     "/static/history.js": ("history.js", "text/javascript; charset=utf-8"),
+    "/static/setup.js": ("setup.js", "text/javascript; charset=utf-8"),
+    "/static/setup.css": ("setup.css", "text/css; charset=utf-8"),
 }
 OPEN_PATHS = ("/healthz",)  # deploy pipelines and load balancers poll it without a token
 
@@ -139,7 +141,7 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        return envelope(_rid(request), exc.status, exc.code, exc.message, exc.headers)
+        return envelope(_rid(request), exc.status, exc.code, exc.message, exc.headers, exc.fields)
 
     @app.exception_handler(RequestValidationError)
     async def bad_option(request: Request, exc: RequestValidationError) -> Response:
@@ -171,6 +173,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(ocr.router())
         app.include_router(watch.router())
         app.include_router(history.router())
+        app.include_router(setup.router())
         for route, (name, media) in STATIC.items():
             app.add_api_route(route, _static(name, media), methods=["GET"], include_in_schema=False)
 
