@@ -31,7 +31,7 @@ import pytest
 import yaml
 from mqtt_broker import free_port, wait_until
 
-from edge_ocr.bench.meter import LCD_BOX, write_meter_video
+from edge_ocr.bench.meter import LCD_BOX, PATCHES, write_meter_video
 from edge_ocr.config import validate_file
 
 TOKEN = "tok-3f9a1c77e2b04d55"
@@ -278,3 +278,49 @@ def test_the_reference_frame_and_the_remembered_value_from_http(running: Running
     r = running.post(f"/api/sources/{SOURCE}/capture", {"reference": True})
     assert r.status_code == 422 and "no alignment" in r.json()["error"]["message"], r.text
     assert running.post("/api/sources/nope/capture", {}).status_code == 404
+
+
+def test_alignment_patches_saved_and_the_reference_captured_over_http(running: Running) -> None:
+    doc = running.get("/api/config").json()["config"]
+    doc["sources"][0]["alignment"] = {"patches": [list(p) for p in PATCHES]}
+    r = running.put_config(doc)
+    assert r.status_code == 200 and r.json()["reloaded"] is True, r.text
+    reference = running.tmp / "state" / "reference" / f"{SOURCE}.png"
+    assert wait_until(reference.is_file, 30), "no reference saved from the first aligned frame"
+    first = reference.stat().st_mtime_ns
+    r = running.post(f"/api/sources/{SOURCE}/capture", {"reference": True})
+    assert r.status_code == 200 and r.json()["reference"] is True, r.text
+    assert wait_until(lambda: reference.stat().st_mtime_ns != first, 30), "the reference was not renewed"
+    # The page draws on the frame in the reference's coordinates, and a region tried there still reads.
+    assert wait_until(lambda: running.get(f"/api/cameras/{SOURCE}").json()["alignment"] is not None, 30)
+    jpeg = running.get(f"/api/cameras/{SOURCE}/frame.jpg", params={"aligned": "true"})
+    assert jpeg.status_code == 200 and jpeg.headers["content-type"] == "image/jpeg"
+    t = running.post(f"/api/sources/{SOURCE}/test", {"region": region_doc("trial")}).json()
+    assert (t["text"], t["valid"]) == ("00042195", True) and t["alignment"]["ok"] is True, t
+
+
+def test_a_reload_the_daemon_refuses_puts_the_old_file_back(running: Running) -> None:
+    before = running.path.read_bytes()
+    doc = running.get("/api/config").json()["config"]
+    doc["http"]["token_file"] = str(running.tmp / "secrets" / "missing")  # valid YAML, unreadable token
+    r = running.put_config(doc)
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "reload_refused" and "missing" in err["message"], err
+    assert running.path.read_bytes() == before
+    assert running.get("/api/status").status_code == 200  # still serving, with the old token
+
+
+def test_a_new_http_section_is_answered_before_the_server_restarts(running: Running) -> None:
+    doc = running.get("/api/config").json()["config"]
+    doc["http"]["cache_entries"] = 64
+    r = running.put_config(doc)
+    assert r.status_code == 202 and r.json()["reloaded"] == "restarting", r.text
+
+    def restarted() -> bool:
+        try:
+            return running.get("/api/config").json()["running"]["http"]["cache_entries"] == 64
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+
+    assert wait_until(restarted, 60), "the server did not come back with its new settings"

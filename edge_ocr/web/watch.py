@@ -28,7 +28,7 @@ class CameraView:
         self._lock = threading.Lock()
         self._image: np.ndarray | None = None
         self._seq = 0
-        self._jpeg: tuple[int, bytes] | None = None
+        self._jpeg: tuple[int, bool, bytes] | None = None
         self._captured_at: float | None = None
         self._readings: dict[str, Any] = {}
         self._values: dict[str, dict[str, Any]] = {}
@@ -60,19 +60,27 @@ class CameraView:
             pts = pts @ inverse[:, :2].T + inverse[:, 2]
         return [[round(float(x), 1), round(float(y), 1)] for x, y in pts]
 
-    def jpeg(self) -> bytes | None:
+    def jpeg(self, aligned: bool = False) -> bytes | None:
+        """The frame as JPEG; `aligned`: warped onto the alignment reference, where regions are configured
+        (the setup page draws them there), when the frame was aligned."""
         with self._lock:
-            image, seq, cached = self._image, self._seq, self._jpeg
+            image, seq, cached, alignment = self._image, self._seq, self._jpeg, self._alignment
         if image is None:
             return None
-        if cached is not None and cached[0] == seq:
-            return cached[1]
+        matrix = getattr(alignment, "matrix", None) if aligned else None
+        if cached is not None and cached[:2] == (seq, matrix is not None):
+            return cached[2]
+        if matrix is not None:
+            h, w = image.shape[:2]
+            image = cv2.warpAffine(
+                image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
         if not ok:
             return None
         data = buf.tobytes()
         with self._lock:
-            self._jpeg = (seq, data)
+            self._jpeg = (seq, matrix is not None, data)
         return data
 
     def status(self) -> dict[str, Any]:
@@ -146,15 +154,16 @@ def router() -> APIRouter:
 
     @r.get(
         "/api/cameras/{name}/frame.jpg",
-        summary="The latest analysed frame of a camera (JPEG)",
+        summary="The latest analysed frame of a camera (JPEG); aligned=true: warped onto its alignment "
+        "reference, in the coordinates of its regions",
         response_class=Response,
         responses={200: {"content": {"image/jpeg": {}}}},
     )
-    def frame(name: str, request: Request) -> Response:
+    def frame(name: str, request: Request, aligned: bool = False) -> Response:
         view = request.app.state.ctx.cameras().get(name)
         if view is None:
             raise ApiError(404, "not_found", f"no camera source {name!r}")
-        data = view.jpeg()
+        data = view.jpeg(aligned)
         if data is None:
             raise ApiError(404, "no_frame", f"camera {name!r} has not analysed a frame yet")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

@@ -416,7 +416,8 @@
     s.view = await response.json();
     $("setup-frame-info").textContent = s.view.frame ? "frame " + s.view.frame + " at " + s.view.captured_at : "no frame yet";
     if (s.view.frame && s.view.frame !== s.frame) {
-      const img = await api("/api/cameras/" + encodeURIComponent(s.source) + "/frame.jpg?frame=" + s.view.frame);
+      // aligned: the frame in the reference's coordinates, where regions are configured and read
+      const img = await api("/api/cameras/" + encodeURIComponent(s.source) + "/frame.jpg?aligned=true&frame=" + s.view.frame);
       if (img.ok) {
         s.bitmap = await createImageBitmap(await img.blob());
         s.frame = s.view.frame;
