@@ -20,7 +20,7 @@ import yaml
 from daemon_harness import DaemonProcess
 from mqtt_broker import Mosquitto, Subscriber, free_port, mosquitto_binary, wait_until
 
-from edge_ocr.bench.meter import LCD_BOX, write_meter_video
+from edge_ocr.bench.meter import LCD_BOX, PATCHES, write_meter_video
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +133,34 @@ def test_a_region_drawn_tested_and_saved_on_the_page_is_published(tmp_path: Path
             page.mouse.up()
             drawn = page.evaluate("window.edgeOcrSetup.doc.sources[0].regions[1]")
             assert all(abs(a - b) <= 2 for a, b in zip(drawn["box"], LCD_BOX, strict=True)), drawn
+
+            # ---- a tilted region is a 4-point polygon whose corners move on their own
+            def drag(frm: tuple[float, float], to: tuple[float, float]) -> None:
+                page.mouse.move(*canvas_point(page, *frm))
+                page.mouse.down()
+                page.mouse.move(*canvas_point(page, *to), steps=5)
+                page.mouse.up()
+
+            page.check("#setup-tilted")
+            region = "window.edgeOcrSetup.doc.sources[0].regions[1]"
+            corners = page.evaluate(region + ".polygon")
+            assert len(corners) == 4 and "box" not in page.evaluate(region), corners
+            drag(corners[1], (corners[1][0] + 12, corners[1][1] + 8))
+            moved = page.evaluate(region + ".polygon")
+            assert moved[1] == [corners[1][0] + 12, corners[1][1] + 8] and moved[0] == corners[0], moved
+            drag(moved[1], corners[1])
+            page.uncheck("#setup-tilted")
+            assert page.evaluate(region + ".box") == drawn["box"]
+
+            # ---- an alignment patch is drawn the same way (and deleted again here)
+            px, py, pw, ph = PATCHES[0]
+            page.click("#setup-add-patch")
+            drag((px, py), (px + pw, py + ph))
+            patch = page.evaluate("window.edgeOcrSetup.doc.sources[0].alignment.patches[0]")
+            assert all(abs(a - b) <= 2 for a, b in zip(patch, PATCHES[0], strict=True)), patch
+            page.click("#setup-delete")
+            assert page.evaluate("window.edgeOcrSetup.doc.sources[0].alignment") is None
+            page.click("li[data-region=region2]")
 
             # ---- name it, make it a meter
             page.fill("#setup-name", "water")

@@ -289,6 +289,7 @@
     const charset = input("text", r.charset, (v) => setOrDrop(r, "charset", v), { id: "setup-charset", placeholder: n ? "digits" : "any" });
     const tilted = el("input");
     tilted.type = "checkbox";
+    tilted.id = "setup-tilted";
     tilted.checked = Boolean(r.polygon);
     tilted.addEventListener("change", () => {
       if (tilted.checked) { r.polygon = corners(r); delete r.box; } else {
