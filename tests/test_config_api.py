@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ TOKEN = "tok-3f9a1c77e2b04d55"
 MQTT_PASSWORD = "mq-pass-8c1e0b7d"
 CAMERA_PASSWORD = "cam-pass-5d2a9f41"
 SOURCE = "meter"
-SHOWN = "00042.195"  # what the generated LCD shows; read with `decimals: 3` as 42.195
+SHOWN = "00042.195"
+REPO = Path(__file__).resolve().parents[1]  # what the generated LCD shows; read with `decimals: 3` as 42.195
 
 CONFIG = """\
 # The meter in the cellar (written by hand; the page must keep these comments).
@@ -324,3 +326,78 @@ def test_a_new_http_section_is_answered_before_the_server_restarts(running: Runn
             return False
 
     assert wait_until(restarted, 60), "the server did not come back with its new settings"
+
+
+# ------------------------------------------------------------------ the writer alone (edge_ocr.config.write)
+
+
+@pytest.mark.parametrize("name", ["edge-ocr.yaml", "container.yaml"])
+def test_the_example_configs_saved_unchanged_stay_byte_identical(tmp_path: Path, name: str) -> None:
+    from edge_ocr.config.write import masked_document, save
+
+    path = tmp_path / name
+    shutil.copy(REPO / "config" / name, path)
+    before = path.read_bytes()
+    _, changed = save(path, masked_document(path), sources_required=False)
+    assert not changed and path.read_bytes() == before
+    assert not path.with_name(name + ".bak").exists()
+
+
+ANCHORED = """\
+# one camera's settings shared by a second through an anchor
+state_dir: ./state
+sources:
+  - &cam
+    type: camera
+    name: left    # the left meter
+    url: ./left.avi
+    interval_s: 0.5
+    regions:
+      - {name: a, box: [1, 2, 30, 40]}
+  - <<: *cam
+    name: right
+    url: ./right.avi
+"""
+
+
+def test_a_change_to_one_user_of_an_anchor_leaves_the_other_as_it_was(tmp_path: Path) -> None:
+    from edge_ocr.config.write import masked_document, save
+
+    path = tmp_path / "anchored.yaml"
+    path.write_text(ANCHORED)
+    doc = masked_document(path)
+    assert save(path, doc)[1] is False and path.read_text() == ANCHORED  # merged keys stay merged
+    doc["sources"][1]["regions"][0]["box"] = [5, 5, 30, 40]
+    doc["sources"][0]["interval_s"] = 1.0
+    cfg, changed = save(path, doc)
+    assert changed
+    left, right = cfg.sources
+    assert (left.interval_s, left.regions[0].box) == (1.0, (1, 2, 30, 40))
+    assert (right.interval_s, right.regions[0].box) == (0.5, (5, 5, 30, 40))
+    assert "<<: *cam" in path.read_text() and "# the left meter" in path.read_text()
+    assert masked_document(path) == doc
+
+
+def test_a_value_shown_masked_is_kept_and_a_mask_with_nothing_behind_it_is_refused(tmp_path: Path) -> None:
+    from edge_ocr.config import ConfigFileError
+    from edge_ocr.config.write import masked_document, save
+    from edge_ocr.logs import remember_secret
+
+    secret = "pw-in-a-path-7f3e"
+    remember_secret(secret)  # as if read from a password file: every log line and page masks it
+    path = tmp_path / "c.yaml"
+    text = (
+        f"state_dir: ./state/{secret}\nsources: [{{name: a, type: folder, path: ./in}}]\n"
+        "mqtt: {url: mqtt://localhost, username: me}\n"
+    )
+    path.write_text(text)
+    doc = masked_document(path)
+    assert doc["state_dir"] == "./state/***" and doc["mqtt"]["username"] == "***"
+    assert save(path, doc)[1] is False and path.read_text() == text
+    doc["device_id"] = "pi-7"
+    save(path, doc)
+    assert secret in path.read_text() and "username: me" in path.read_text()
+    doc["mqtt"]["client_id"] = "***"
+    with pytest.raises(ConfigFileError) as err:
+        save(path, doc)
+    assert [p.key for p in err.value.problems] == ["mqtt.client_id"]

@@ -8,7 +8,9 @@ masked (`GET /api/config`).
 - `save(path, data)`: the new content is *merged* into the file as ruamel.yaml's round-trip loader read it,
   so the user's comments, key order, quoting and flow lists stay where they were; keys the new content
   leaves out are removed, list items with a `name` (sources, regions) are matched by name. A `***` sent
-  back (the masked value the page was shown) keeps the value in the file. The merged text is validated
+  back (the masked value the page was shown) keeps the value in the file. Keys merged in by `<<: *anchor`
+  stay merged while unchanged, and a change to one user of an anchor is made on a copy at that place
+  (the anchor's other users keep what they said). The merged text is validated
   by `parse_config`, the loader of `edge-ocr config validate`, before a byte is written; then the old file
   is kept as `<file>.bak` and the new one replaces it atomically (temp file, fsync, rename, fsync of the
   folder), with the old file's mode.
@@ -18,6 +20,8 @@ One writer at a time is the caller's business (the web layer holds a lock over s
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
 import os
 import stat
@@ -133,7 +137,7 @@ def save(path: Path, data: dict[str, Any], *, sources_required: bool = True) -> 
     if not isinstance(doc, CommentedMap):
         doc = CommentedMap()
     problems: list[ConfigProblem] = []
-    merged = _merge(doc, data, "", problems, str(path))
+    merged = _merge(doc, data, "", problems, str(path), _shared(doc))
     if problems:
         raise ConfigFileError(problems)
     text = _dump(merged, indent, offset)
@@ -201,21 +205,58 @@ def _key(path: str, part: str | int) -> str:
     return f"{path}.{part}" if path else part
 
 
-def _merge(old: Any, new: Any, path: str, problems: list[ConfigProblem], file: str) -> Any:
+def _shared(doc: Any) -> set[int]:
+    """The ids of mappings and lists the document reaches more than once (an anchor and its aliases, or
+    `<<:` merge keys)."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+
+    def walk(node: Any) -> None:
+        if not isinstance(node, (CommentedMap, CommentedSeq)):
+            return
+        if id(node) in seen:
+            shared.add(id(node))
+            return
+        seen.add(id(node))
+        for child in node.values() if isinstance(node, CommentedMap) else node:
+            walk(child)
+
+    walk(doc)
+    return shared
+
+
+def _merge(old: Any, new: Any, path: str, problems: list[ConfigProblem], file: str,
+           shared: set[int]) -> Any:  # fmt: skip
     """`new` as the node to store where `old` was: mappings and lists are updated in place (their comments
     and layout stay), an unchanged scalar keeps its old node (its quoting and number format), a `***`
-    keeps the old value."""
-    if isinstance(new, str) and new == MASK:
-        if old is None or isinstance(old, (dict, list)):
+    keeps the old value. A node reached from several places (an anchor) is changed as a copy at this
+    place only: the other places keep what they said."""
+    if isinstance(new, str) and MASK in new:
+        if isinstance(old, str) and (new == MASK or redact(str(old)) == new):
+            return old  # a value shown masked (a secret, or a path containing one) and sent back
+        if new == MASK:
             problems.append(ConfigProblem(file, None, path, "'***' stands for a masked secret, and the file "
                                           "has no value here to keep; send the value itself"))  # fmt: skip
-        return old
+            return old
+    if isinstance(old, (CommentedMap, CommentedSeq)) and id(old) in shared:
+        copy_ = copy.deepcopy(old)
+        if getattr(copy_, "anchor", None) is not None:
+            copy_.anchor.value = None  # one anchor of that name: the original keeps it
+        result = _merge(copy_, new, path, problems, file, set())
+        return old if _plain(result) == _plain(old) else result
     if isinstance(old, CommentedMap) and isinstance(new, dict):
         for k in [k for k in old if k not in new]:
-            del old[k]
+            with contextlib.suppress(KeyError):  # a key merged in (`<<:`) is not this mapping's own
+                del old[k]
         for k, v in new.items():
             sub = _key(path, k)
-            old[k] = _merge(old[k], v, sub, problems, file) if k in old else _fresh(v, problems, sub, file)
+            if k not in old:
+                old[k] = _fresh(v, problems, sub, file)
+                continue
+            before = _inherited(old, k)
+            merged = _merge(before, v, sub, problems, file, shared)
+            if merged is not before:  # unchanged keys (merged-in ones too) are not written again
+                old[k] = merged
         return old
     if isinstance(old, CommentedSeq) and isinstance(new, list):
         by_name = {
@@ -226,7 +267,7 @@ def _merge(old: Any, new: Any, path: str, problems: list[ConfigProblem], file: s
         for i, item in enumerate(new):
             before = by_name.get(item["name"]) if named else (old[i] if i < len(old) else None)
             sub = _key(path, i)
-            items.append(_merge(before, item, sub, problems, file) if before is not None
+            items.append(_merge(before, item, sub, problems, file, shared) if before is not None
                          else _fresh(item, problems, sub, file))  # fmt: skip
         for i, item in enumerate(items):
             if i < len(old):
@@ -240,6 +281,19 @@ def _merge(old: Any, new: Any, path: str, problems: list[ConfigProblem], file: s
     if _same_scalar(old, new):
         return old
     return _fresh(new, problems, path, file)
+
+
+def _inherited(node: CommentedMap, key: Any) -> Any:
+    """`node[key]`; for a key merged in by `<<:`, its value now in the mapping it comes from (ruamel keeps
+    a copy taken at load time, and that mapping may have been changed by this save)."""
+    if key in getattr(node, "_ok", (key,)):
+        return node[key]
+    for source in getattr(node, "merge", ()):  # ruamel 0.19: the merged mappings, first wins
+        if isinstance(source, tuple):  # older ruamel: (position, mapping)
+            source = source[1]
+        if key in source:
+            return source[key]
+    return node[key]
 
 
 def _same_scalar(old: Any, new: Any) -> bool:
