@@ -156,6 +156,7 @@ class Place:
             "free_bytes": self.free,
             "total_bytes": self.total,
             "reserve_bytes": self.reserve,
+            "best_effort": bool(self.best_effort),
         }
 
 

@@ -341,6 +341,8 @@ def test_a_filling_state_disk_gives_up_the_history_first_and_readings_keep_flowi
         assert "readings are published but not kept in the history" in st["reason"], st["reason"]
         assert "state_dir" not in st["reason"].replace("history in state_dir", ""), "the outbox has room"
         assert st["alive"] is True
+        line = d.daemon.health_room.status_line()  # systemd's STATUS=: nothing waits, and it says so
+        assert line.startswith("degraded: history in state_dir") and "files wait" not in line, line
         cut = time.time()
         kept_then = len(d.history())
         # Readings keep going to the broker, and are not kept while the history is held.

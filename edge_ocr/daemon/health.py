@@ -97,7 +97,10 @@ class Health:
         broker = st.get("broker") or {}
         state = "paused" if st["paused"] else ("back pressure" if st["outbox_full"] else "running")
         if st["degraded"]:
-            state = f"degraded, new files wait: {st['reason']}"
+            bad = [f for f in st["storage"]["folders"] if not f["ok"]]
+            # Only a best-effort place (the history): nothing waits, say so rather than "files wait".
+            held = bad and all(f.get("best_effort") for f in bad)
+            state = f"degraded: {st['reason']}" if held else f"degraded, new files wait: {st['reason']}"
         conn = (
             "connected" if broker.get("connected") else f"broker: {broker.get('last_error') or 'connecting'}"
         )
