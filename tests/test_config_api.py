@@ -401,3 +401,21 @@ def test_a_value_shown_masked_is_kept_and_a_mask_with_nothing_behind_it_is_refus
     with pytest.raises(ConfigFileError) as err:
         save(path, doc)
     assert [p.key for p in err.value.problems] == ["mqtt.client_id"]
+
+
+def test_a_reload_under_way_never_answers_a_save_asked_after_it_began() -> None:
+    from edge_ocr.daemon.state import RESTARTING, Reloads
+
+    event = threading.Event()
+    reloads = Reloads(event)
+    under_way = reloads.begin()  # a SIGHUP's reload, reading the file before the Save wrote it
+    asked = reloads.ask()
+    assert event.is_set()
+    reloads.end(under_way, None)
+    with pytest.raises(TimeoutError):
+        reloads.wait(asked, 0.2)
+    serving = reloads.begin()  # the next reload reads the saved file
+    assert not event.is_set() and serving >= asked
+    reloads.end(serving, RESTARTING)  # answered before the server stops...
+    reloads.end(serving, None)  # ...and the reload's end does not change that answer
+    assert reloads.wait(asked, 1) == RESTARTING

@@ -295,11 +295,12 @@ class Lifecycle:
         # The web server stays up when its settings and the engine's share are unchanged: the page
         # keeps its connection, and a Save waiting on this reload gets its answer.
         kept = None
-        if old is not None and old.http is not None and web is not None:
-            if web == old.http.ctx.settings and new.engine.workers == old.cfg.engine.workers:
+        if old is not None and old.http is not None:
+            same = web is not None and web == old.http.ctx.settings
+            if same and new.engine.workers == old.cfg.engine.workers:
                 kept = old.http
             else:
-                sh.reloads.end(serving, RESTARTING)  # answered before its server stops
+                sh.reloads.end(serving, RESTARTING)  # answered before its server stops (or goes)
         try:
             if old is not None:
                 self.stop_generation(old, keep_http=kept is not None)

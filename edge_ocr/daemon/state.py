@@ -164,7 +164,8 @@ class Reloads:
         self._cond = threading.Condition()
         self._asked = 0
         self._served = 0
-        self._outcome: str | None = None
+        # (requests served up to, outcome) of recent reloads: a waiter reads the first that served it
+        self._outcomes: deque[tuple[int, str | None]] = deque(maxlen=64)
 
     def ask(self) -> int:
         with self._cond:
@@ -181,7 +182,8 @@ class Reloads:
     def end(self, served: int, outcome: str | None) -> None:
         """None: the new configuration runs; `RESTARTING`; or why the reload was refused."""
         with self._cond:
-            self._served, self._outcome = max(self._served, served), outcome
+            self._served = max(self._served, served)
+            self._outcomes.append((served, outcome))
             self._cond.notify_all()
 
     def wait(self, number: int, timeout: float) -> str | None:
@@ -189,4 +191,4 @@ class Reloads:
         with self._cond:
             if not self._cond.wait_for(lambda: self._served >= number, timeout):
                 raise TimeoutError(f"the daemon did not reload within {timeout:g} s")
-            return self._outcome
+            return next((outcome for served, outcome in self._outcomes if served >= number), None)

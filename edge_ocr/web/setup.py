@@ -235,7 +235,7 @@ def _save_and_reload(hooks: SetupHooks, path: Path, data: dict[str, Any], lock: 
         except TimeoutError as exc:
             raise ApiError(504, "reload_timeout", f"saved, but {exc}") from exc
         if outcome == "restarting":
-            message = "the HTTP server restarts with its new settings: reconnect"
+            message = "the HTTP server restarts with its new settings (or stops, if http is now off)"
             return JSONResponse({**answer, "reloaded": "restarting", "message": message}, status_code=202)
         if outcome is not None:
             restore_backup(path)
