@@ -13,10 +13,11 @@ Design decisions:
 - **WAL with synchronous=NORMAL**, not the outbox's FULL: a power cut may lose the last seconds of
   history but never corrupts it, and the camera's analysis thread does not wait for an fsync per frame.
   A frame's messages are one transaction.
-- **Bounded by age and by size.** Readings older than ``retain_days`` are deleted at open and then at
-  most once a minute; when the pages in use pass ``max_bytes`` the oldest readings are deleted down to
-  90% of it (so it does not prune at every insert). SQLite reuses the freed pages: the file stays at
-  about ``max_bytes`` and never needs a VACUUM (which would need as much free space again).
+- **Bounded by age and by size.** Readings older than ``retain_days`` are deleted at the first write
+  after opening, then at most once a minute; when the pages in use pass ``max_bytes`` the oldest
+  readings are deleted down to 90% of it (so it does not prune at every insert). SQLite reuses the
+  freed pages: the file stays at about ``max_bytes`` and never needs a VACUUM (which would need as
+  much free space again).
 - **Readers have their own connection** (`query`), opened per call: WAL lets them read while the
   camera writes, and a long CSV export never holds the writer's lock.
 """
