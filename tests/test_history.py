@@ -31,9 +31,10 @@ from test_full_disk import Tmpfs, tmpfs  # noqa: F401  (the fixture: a size-limi
 from test_meters import SOURCE, MeterDaemon, parse_time, valid_values, video
 from test_meters import config as meter_config
 
-from edge_ocr.config import parse_config
-from edge_ocr.history import COLUMNS, History
+from edge_ocr.config import StorageConfig, parse_config
+from edge_ocr.history import COLUMNS, History, HistoryError
 from edge_ocr.results import iso
+from edge_ocr.storage import StorageGuard
 from edge_ocr.web.context import WebContext
 from edge_ocr.web.fairshare import EngineGate
 from edge_ocr.web.server import WebServer
@@ -372,3 +373,37 @@ def test_a_filling_state_disk_gives_up_the_history_first_and_readings_keep_flowi
     values = valid_values(msgs)
     assert values == sorted(values) and len(values) >= 6, values
     assert not [m for m in msgs if not m["valid"]], "no reading was misread or out of order"
+
+
+def test_a_history_write_on_a_full_disk_is_a_storage_condition_the_guard_reports(
+    tmp_path: Path,
+    tmpfs: Any,  # noqa: F811
+) -> None:
+    """The history on a filesystem with no byte left: the write fails as a HistoryError whose cause the
+    storage guard reads as `full` (the best-effort place, its sentence saying readings go on), nothing
+    else is marked, and once there is room the same store writes again."""
+    fs: Tmpfs = tmpfs(tmp_path / "state", 1024)
+    guard = StorageGuard(
+        [("state", "state_dir", fs.path)], StorageConfig(min_free_mb=0),
+        best_effort=[("history", "history in state_dir", fs.path, "readings are published but not kept")],
+    )  # fmt: skip
+    h = History(fs.path / "history.sqlite3")
+    now = time.time()
+    h.add("meter", now, [reading(0, now)])
+    fs.fill(0)
+    with pytest.raises(HistoryError) as failure:
+        for i in range(1, 20_000):  # the pages already there take a few readings; then the disk refuses
+            h.add("meter", now + i, [reading(i, now + i)])
+    assert guard.failed("history", failure.value) == "full"
+    assert not guard.usable(["history"]) and guard.usable(["state"]), "the outbox's folder is not marked"
+    reason = guard.reason() or ""
+    assert reason.startswith("history in state_dir") and "is full" in reason, reason
+    assert "readings are published but not kept" in reason, reason
+    kept = [r.text for r in h.query(limit=100_000)[0]]
+    assert kept == [f"{i:08d}" for i in range(len(kept))], "what was kept is whole, in order"
+
+    fs.empty()
+    h.add("meter", now + 30_000, [reading(30_000, now + 30_000)])
+    guard.worked("history")
+    assert h.query(limit=1)[0][0].text == f"{30_000:08d}"
+    h.close()
