@@ -32,6 +32,7 @@ import yaml
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
 
 from edge_ocr.config import ConfigFileError, RegionConfig
 from edge_ocr.config.write import backup_path, masked_document, restore_backup, save
@@ -216,8 +217,7 @@ def _parse(body: bytes, ctype: str) -> dict[str, Any]:
 
 
 def _save_and_reload(hooks: SetupHooks, path: Path, data: dict[str, Any], lock: threading.Lock) -> Any:
-    from starlette.responses import JSONResponse
-
+    """On a worker thread: the reload may take seconds (cameras restart), never on the event loop."""
     with lock:
         try:
             _, changed = save(path, data)
