@@ -134,15 +134,26 @@ def test_a_region_drawn_tested_and_saved_on_the_page_is_published(tmp_path: Path
             drawn = page.evaluate("window.edgeOcrSetup.doc.sources[0].regions[1]")
             assert all(abs(a - b) <= 2 for a, b in zip(drawn["box"], LCD_BOX, strict=True)), drawn
 
-            # ---- a tilted region is a 4-point polygon whose corners move on their own
+            # ---- move and resize; a tilted region is a 4-point polygon whose corners move on their own
             def drag(frm: tuple[float, float], to: tuple[float, float]) -> None:
                 page.mouse.move(*canvas_point(page, *frm))
                 page.mouse.down()
                 page.mouse.move(*canvas_point(page, *to), steps=5)
                 page.mouse.up()
 
-            page.check("#setup-tilted")
             region = "window.edgeOcrSetup.doc.sources[0].regions[1]"
+
+            # a box moves by its body and resizes by a corner
+            box = drawn["box"]
+            drag((box[0] + 40, box[1] + 20), (box[0] + 60, box[1] + 30))
+            assert page.evaluate(region + ".box") == [box[0] + 20, box[1] + 10, box[2], box[3]]
+            drag((box[0] + 20 + box[2], box[1] + 10 + box[3]), (box[0] + 30 + box[2], box[1] + 25 + box[3]))
+            assert page.evaluate(region + ".box") == [box[0] + 20, box[1] + 10, box[2] + 10, box[3] + 15]
+            drag((box[0] + 20, box[1] + 10), (box[0], box[1]))  # the top-left corner back
+            drag((box[0] + box[2] + 30, box[1] + box[3] + 25), (box[0] + box[2], box[1] + box[3]))
+            assert page.evaluate(region + ".box") == box
+
+            page.check("#setup-tilted")
             corners = page.evaluate(region + ".polygon")
             assert len(corners) == 4 and "box" not in page.evaluate(region), corners
             drag(corners[1], (corners[1][0] + 12, corners[1][1] + 8))
