@@ -55,6 +55,8 @@ def _engine_from_args(args: argparse.Namespace):  # -> Engine, imported lazily f
               "model_set": args.model_set}  # fmt: skip
     if getattr(args, "meter", False):  # crops of meters only: the general models are not loaded
         kwargs.update(general=False, meter=True)
+    # Only whole pages are turned upright: lines and crops load no orientation model.
+    kwargs["orientation"] = not (getattr(args, "line", False) or getattr(args, "no_orientation", False))
     if args.models:
         kwargs["models_dir"] = Path(args.models)
     return Engine(EngineSettings(**kwargs))
@@ -91,7 +93,7 @@ def cmd_ocr(args: argparse.Namespace) -> int:
             progress.step()
             continue
         if args.json:
-            model = engine.models_for("meter" if args.meter else "general")
+            model = engine.models_for("meter" if args.meter else "general" if args.line else "page")
             record = {"source": str(path), **result.to_dict(), "model": model}
             print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
@@ -186,7 +188,7 @@ def _verify(models_dir: Path, args: argparse.Namespace) -> int:
                                        precision=args.precision, threads=args.threads, general=not meter,
                                        meter=meter))  # fmt: skip
         for role, c in engine.choices.items():
-            label = "meter" if meter else engine.model_set
+            label = "meter" if meter else "orientation" if role == "orient" else engine.model_set
             print(f"{label} {role} runs {c.precision} ({c.model.path.name}): {c.why}")
     return 0
 
@@ -243,7 +245,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         "--precision", choices=["auto", "fp32", "int8"], default="auto",
         help="auto (default): INT8 where it passed the accuracy gate and is faster on this CPU",
     )  # fmt: skip
-    p.add_argument("--model-set", help="ppocrv6-small (default) or ppocrv4-mobile")
+    p.add_argument("--model-set", help="ppocrv6-small (default), ppocrv6-tiny or ppocrv4-mobile")
     p.add_argument("--no-cls", action="store_true", help="skip the 180-degree line classifier")
     p.add_argument("--models", help="models directory (default: `edge-ocr models path`)")
 
@@ -258,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or directories")
     p.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
     p.add_argument("--line", action="store_true", help="each input is one text line (no detection)")
+    p.add_argument("--no-orientation", action="store_true",
+                   help="do not turn pages upright (0/90/180/270) before reading them")  # fmt: skip
     p.add_argument("--draw", metavar="DIR", help="write each image with boxes and text drawn over it")
     p.add_argument(
         "--charset", metavar="CHARS", help="read only these characters (e.g. 0123456789. for a meter)"

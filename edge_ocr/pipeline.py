@@ -23,13 +23,15 @@ from edge_ocr.inference.ctc import Decoded
 from edge_ocr.inference.detector import Detector, DetectorSettings
 from edge_ocr.inference.graphcache import default_cache_dir
 from edge_ocr.inference.meter import MeterReader
+from edge_ocr.inference.orientation import PageOrienter, to_input
 from edge_ocr.inference.recognizer import Recognizer
 from edge_ocr.models import ROLES, default_models_dir, load_manifest, set_entry
 from edge_ocr.preprocess import crop_quad
-from edge_ocr.types import OcrResult, TextLine
+from edge_ocr.types import OcrResult, Orientation, TextLine
 
 PRECISIONS = _precision.MODES
 METER = "meter"  # the meter model's set and role in the manifest (edge_ocr.modelbuild.meter)
+ORIENT_SET, ORIENT = "orientation", "orient"  # the page orientation model (edge_ocr.modelbuild.orientation)
 
 
 @dataclass(frozen=True)
@@ -42,15 +44,25 @@ class EngineSettings:
     # and cached); "fp32" / "int8" force it; or a mapping role -> one of those.
     precision: str | Mapping[str, str] = "auto"
     model_set: str | None = None  # None: the manifest's default set (ppocrv6-small)
-    detector: DetectorSettings = field(default_factory=DetectorSettings)
+    detector: DetectorSettings | None = None  # None: the defaults the model set's manifest entry gives
     rec_batch_size: int = 4
     # Optimized graphs are kept here for a faster next start (None: optimize at every start).
     graph_cache: Path | None = field(default_factory=default_cache_dir)
     rec_batch_columns: int = 320  # batch only short lines: memory grows with a batch's total width
+    # One line read alone (run_line: `ocr --line`, camera line regions) is padded to at least this many
+    # columns, near the 320 the recognizer was trained at; pages keep short buckets (speed). See run_line.
+    line_width: int = 288
+    # run_line's upside-down check: the turned reading replaces the upright one only when it is this much
+    # more confident (mean character probability). See run_line.
+    flip_margin: float = 0.05
     # What to load: the general set (det, rec, cls) reads pages, lines and text regions; the meter model
     # reads numeric regions. A daemon that reads only meters loads no general model (memory, start-up).
     general: bool = True
     meter: bool = False
+    # Pages (run) are turned upright first when the orientation model is confident (phone photos come
+    # in any of four turns); lines and camera regions never are. Off: no orientation model is loaded.
+    orientation: bool = True
+    orientation_min_confidence: float = 0.75
 
 
 class Engine:
@@ -78,8 +90,18 @@ class Engine:
         if s.meter:
             chosen[METER] = _precision.choose(s.models_dir, manifest, METER, METER, modes.get(METER, "auto"),
                                               s.threads, s.graph_cache)  # fmt: skip
+        if s.general and s.orientation:
+            if ORIENT_SET not in manifest["sets"]:
+                raise ModelError(
+                    f"no page orientation model in {s.models_dir} (the manifest has no {ORIENT_SET!r} set)",
+                    remedy="run `edge-ocr models build`, or turn page orientation off (engine: "
+                    "page_orientation: false)",
+                )
+            chosen[ORIENT] = _precision.choose(s.models_dir, manifest, ORIENT_SET, ORIENT, "auto", s.threads,
+                                               s.graph_cache)  # fmt: skip
         self.choices = {role: c for role, (c, _) in chosen.items()}
-        self._det = Detector(chosen["det"][1], s.detector) if s.general else None
+        det_settings = s.detector or DetectorSettings(**manifest["sets"][self.model_set].get("detector", {}))
+        self._det = Detector(chosen["det"][1], det_settings) if s.general else None
         self._rec = (
             Recognizer(chosen["rec"][1], batch_size=s.rec_batch_size, batch_columns=s.rec_batch_columns)
             if s.general
@@ -87,6 +109,9 @@ class Engine:
         )
         self._cls = AngleClassifier(chosen["cls"][1]) if "cls" in chosen else None
         self._meter = MeterReader(chosen[METER][1]) if METER in chosen else None
+        self._orient = (
+            PageOrienter(chosen[ORIENT][1], s.orientation_min_confidence) if ORIENT in chosen else None
+        )
         allocator.release()  # the parsed model files
 
     @property
@@ -95,10 +120,13 @@ class Engine:
         return {"set": self.model_set, **{role: c.describe() for role, c in self.choices.items()}}
 
     def models_for(self, reader: str) -> dict[str, Any]:
-        """The `model` field of a result read by `reader` (general or meter): that model only."""
+        """The `model` field of a result read by `reader`: "meter", "general" (a line or a camera region) or
+        "page" (also the orientation model, when loaded): the models that read it, no others."""
         if reader == METER:
             return {"set": METER, METER: self.choices[METER].describe()} if METER in self.choices else {}
-        return {"set": self.model_set, **{r: c.describe() for r, c in self.choices.items() if r != METER}}
+        # Camera regions and lines are never turned: the orientation model is not theirs to name.
+        skip = (METER,) if reader == "page" else (METER, ORIENT)
+        return {"set": self.model_set, **{r: c.describe() for r, c in self.choices.items() if r not in skip}}
 
     @property
     def has_general(self) -> bool:
@@ -132,6 +160,8 @@ class Engine:
         timings: dict[str, float],
         charset: str | None = None,
         upright: bool = False,
+        min_width: int | None = None,
+        flip_margin: float = 0.0,
     ) -> list[Decoded]:
         t = time.perf_counter()
         check = self._cls is not None and crops and not upright
@@ -139,35 +169,49 @@ class Engine:
         timings["cls"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         _, rec = self._general()
-        out = rec.recognize(crops, charset)
+        out = rec.recognize(crops, charset, min_width)
         if flagged:
             # The 0.6 MB classifier calls many short upright receipt lines upside down (on lines_en it
             # raised CER from 0.021 to 0.035). A line it flags is also read turned, and the reading the
             # recognizer is more confident in wins: one extra recognition for the flagged lines only.
-            turned = rec.recognize([cv2.rotate(crops[i], cv2.ROTATE_180) for i in flagged], charset)
+            turned_crops = [cv2.rotate(crops[i], cv2.ROTATE_180) for i in flagged]
+            turned = rec.recognize(turned_crops, charset, min_width)
             for i, alt in zip(flagged, turned, strict=True):
-                if alt.confidence > out[i].confidence:
+                if alt.confidence > out[i].confidence + flip_margin:
                     out[i] = alt
         timings["rec"] = (time.perf_counter() - t) * 1000
         return out
 
-    def run(self, image: np.ndarray, charset: str | None = None) -> OcrResult:
-        """Detect and read every text line of a page or frame; `charset` constrains the decoder."""
+    def run(self, image: np.ndarray, charset: str | None = None, *, orient: bool = True) -> OcrResult:
+        """Detect and read every text line of a page or frame; `charset` constrains the decoder.
+
+        `orient`: turn the page upright first if the orientation model is loaded and confident (a page);
+        False for a camera frame or region, which is mounted the way it is. Boxes are always in the
+        input image's coordinates."""
         self._check(image)
         det, _ = self._general()
         t0 = time.perf_counter()
-        boxes = det.detect(image)
-        timings = {"det": (time.perf_counter() - t0) * 1000}
-        crops = [crop_quad(image, b.as_array()) for b in boxes]
+        timings: dict[str, float] = {}
+        turn = None
+        if orient and self._orient is not None:
+            turn = self._orient.classify(image)
+            timings["orient"] = (time.perf_counter() - t0) * 1000
+        page = self._orient.upright(image, turn) if turn is not None and self._orient is not None else image
+        t = time.perf_counter()
+        boxes = det.detect(page)
+        timings["det"] = (time.perf_counter() - t) * 1000
+        crops = [crop_quad(page, b.as_array()) for b in boxes]
         read = self._read(crops, timings, charset)
+        h, w = image.shape[:2]
         lines = tuple(
-            TextLine(text=d.text, confidence=d.confidence, box=b.points, char_confidences=d.char_confidences)
+            TextLine(text=d.text, confidence=d.confidence, box=_box_on_input(b.points, turn, w, h),
+                     char_confidences=d.char_confidences)  # fmt: skip
             for b, d in zip(boxes, read, strict=True)
             if d.text.strip() and d.confidence >= self.settings.min_confidence
         )
         timings["total"] = (time.perf_counter() - t0) * 1000
         allocator.release()  # the page's buffers, before the next page of another size
-        return OcrResult(lines=lines, width=image.shape[1], height=image.shape[0], timings_ms=timings)
+        return OcrResult(lines=lines, width=w, height=h, timings_ms=timings, orientation=turn)
 
     def run_line(self, image: np.ndarray, charset: str | None = None, *, upright: bool = False) -> OcrResult:
         """Read an image that is one text line (no detection); the box is the whole image.
@@ -176,11 +220,26 @@ class Engine:
         `upright`: the line is known to be the right way up (a camera region), so it is not offered to
         the upside-down check: a 7-segment display turned over is still digits (0, 2, 5 and 8 look the
         same, 6 and 9 swap), and the check read such displays turned on 2 of 40 clean generated meters.
+
+        Why a line is read differently from a page's lines (line parity with RapidOCR 3.10, which reads
+        the same model at 0.92 exact on hidden 7-segment crops against our 0.79; docs/line-parity.md):
+        - Padding. Alone in its batch, a short line was padded only to its 32-px bucket (a 5-digit
+          display: 128 columns), while PP-OCRv6 was trained on lines padded to 320 and its neck attends
+          over the whole width. Padded to `line_width` (288), rendered 7-segment crops read 0.360 ->
+          0.423 exact (held-back seg7, 300; 0.388 -> 0.435 on 600 more), RapidOCR 0.397 / 0.435.
+          lines_en CER 0.0118 -> 0.0118, lines_zh_synth 0.0124 -> 0.0124. 320 read the displays as
+          well but lines_zh_synth went to 0.0128 (full- vs half-width forms only).
+        - The upside-down check. A display turned over still reads as digits, about as confidently
+          (699 <-> 669 at 1.00 both), so the classifier flagged 66 of 300 upright 7-segment crops and
+          the turned reading won on 17, 6 of them right before: the turned reading must now be
+          `flip_margin` (0.05) more confident. Upright lines are unchanged (lines_en, zh); of the
+          lines_en lines turned 180 degrees, 523 -> 517 of 640 are still read right.
         """
         self._check(image)
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        (d,) = self._read([image], timings, charset, upright)
+        s = self.settings
+        (d,) = self._read([image], timings, charset, upright, s.line_width, s.flip_margin)
         timings["total"] = (time.perf_counter() - t0) * 1000
         return _whole_line(image, d, timings)
 
@@ -199,6 +258,13 @@ class Engine:
         (d,) = self._meter.read([image], charset)
         ms = (time.perf_counter() - t0) * 1000
         return _whole_line(image, d, {"meter": ms, "total": ms})
+
+
+def _box_on_input(points: Any, turn: Orientation | None, width: int, height: int) -> Any:
+    if turn is None or not turn.turned:
+        return points
+    mapped = to_input(np.asarray(points, dtype=np.float32), turn, width, height)
+    return tuple((float(x), float(y)) for x, y in mapped)
 
 
 def _whole_line(image: np.ndarray, d: Decoded, timings: dict[str, float]) -> OcrResult:

@@ -168,7 +168,7 @@ class RegionTracker:
             # A region is drawn on the camera's upright frame: no upside-down check (see run_line).
             result = self.engine.run_line(crop, region.charset, upright=True)
         else:
-            result = self.engine.run(crop, region.charset)
+            result = self.engine.run(crop, region.charset, orient=False)  # mounted as it is
         text = region.clean(result.text)
         conf = min((line.confidence for line in result.lines), default=0.0)
         weakest = min(

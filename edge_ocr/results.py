@@ -54,6 +54,8 @@ def result_message(
     if result is not None:
         body = result.to_dict()
         msg.update(text=body["text"], lines=body["lines"], timings_ms=body["timings_ms"])
+        if "orientation" in body:
+            msg["orientation"] = body["orientation"]
     else:
         msg.update(error=error or {"message": "unknown error"}, timings_ms={})
     if extra:

@@ -44,6 +44,18 @@ class TextLine:
 
 
 @dataclass(frozen=True)
+class Orientation:
+    """A page's turn as the orientation model named it (edge_ocr.inference.orientation)."""
+
+    degrees: int  # the verdict: the page is turned this much clockwise (0, 90, 180, 270)
+    confidence: float
+    turned: bool  # whether the engine read it turned back (the verdict was confident enough)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"degrees": self.degrees, "confidence": round(self.confidence, 4), "turned": self.turned}
+
+
+@dataclass(frozen=True)
 class OcrResult:
     """What the engine returns for one image: the lines in reading order and the stage timings."""
 
@@ -51,6 +63,7 @@ class OcrResult:
     width: int
     height: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    orientation: Orientation | None = None  # pages only: None when the page was not classified
 
     @property
     def text(self) -> str:
@@ -61,4 +74,5 @@ class OcrResult:
             "text": self.text,
             "lines": [line.to_dict() for line in self.lines],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            **({"orientation": self.orientation.to_dict()} if self.orientation is not None else {}),
         }

@@ -111,7 +111,7 @@ def _file(models_dir: Path, model_set: str, role: str, variant: str = "fp32") ->
     return models_dir / entry["variants"][variant]["file"]
 
 
-@pytest.mark.parametrize("model_set", ["ppocrv6-small", "ppocrv4-mobile"])
+@pytest.mark.parametrize("model_set", ["ppocrv6-small", "ppocrv6-tiny", "ppocrv4-mobile"])
 def test_altered_model_is_refused(models_dir, tmp_path, model_set):
     copy = _copy_models(models_dir, tmp_path / "models")
     victim = _file(copy, model_set, "rec")
@@ -122,7 +122,7 @@ def test_altered_model_is_refused(models_dir, tmp_path, model_set):
         Engine(EngineSettings(models_dir=copy, model_set=model_set, precision="fp32", graph_cache=None))
 
 
-@pytest.mark.parametrize("model_set", ["ppocrv6-small", "ppocrv4-mobile"])
+@pytest.mark.parametrize("model_set", ["ppocrv6-small", "ppocrv6-tiny", "ppocrv4-mobile"])
 def test_missing_model_is_refused(models_dir, tmp_path, model_set):
     copy = _copy_models(models_dir, tmp_path / "models")
     victim = _file(copy, model_set, "det")

@@ -327,15 +327,23 @@ class EngineConfig(Section):
     )
     max_pixels: StrictInt = Field(40_000_000, ge=1, description="Larger images are refused before decoding.")
     use_cls: StrictBool = Field(True, description="Run the 0/180 degree direction classifier.")
+    page_orientation: StrictBool = Field(
+        True,
+        description="Turn pages (folder, API, CLI page mode) upright first when the orientation model names "
+        "their turn (0/90/180/270) confidently; camera regions and lines are never turned.",
+    )
+    orientation_min_confidence: StrictFloat = Field(
+        0.75, ge=0.0, le=1.0, description="A page orientation verdict below this leaves the page as it is."
+    )
     precision: Literal["auto", "int8", "fp32"] = Field(
         "auto",
         description="auto: INT8 for a model only where it passed the build's accuracy gate and runs >= 1.1x "
         "faster on this CPU (measured at the first start, then cached); int8 or fp32 force it.",
     )
-    model_set: Literal["ppocrv6-small", "ppocrv4-mobile"] | None = Field(
+    model_set: Literal["ppocrv6-small", "ppocrv6-tiny", "ppocrv4-mobile"] | None = Field(
         None,
-        description="Model set: ppocrv6-small (the default: most accurate) or ppocrv4-mobile (faster on "
-        "long lines).",
+        description="Model set: ppocrv6-small (the default: most accurate), ppocrv6-tiny (the speed tier "
+        "for small devices) or ppocrv4-mobile (the previous generation).",
     )
     models_dir: ConfigPath | None = Field(
         None, description="Folder with manifest.yaml; default: the installed models."

@@ -30,7 +30,16 @@ def engine_settings(cfg: Config) -> EngineSettings:
     if e.models_dir is not None:
         kwargs["models_dir"] = e.models_dir
     kwargs["general"], kwargs["meter"] = readers_needed(cfg)
+    # Only pages are turned: a daemon that reads cameras alone loads no orientation model.
+    kwargs["orientation"] = e.page_orientation and reads_pages(cfg)
+    kwargs["orientation_min_confidence"] = e.orientation_min_confidence
     return EngineSettings(**kwargs)
+
+
+def reads_pages(cfg: Config) -> bool:
+    """Whether whole pages come in: a folder (or any non-camera source), or the API's POST /api/ocr."""
+    folders = any(not isinstance(src, CameraConfig) for src in cfg.sources)
+    return folders or bool(cfg.http.enabled and cfg.http.api)
 
 
 def readers_needed(cfg: Config) -> tuple[bool, bool]:

@@ -84,9 +84,9 @@ class GatedEngine:
     def models(self) -> dict[str, Any]:
         return self._engine.models  # type: ignore[no-any-return]
 
-    def run(self, image: Any, charset: str | None = None) -> Any:
+    def run(self, image: Any, charset: str | None = None, *, orient: bool = True) -> Any:
         with self._gate.slot(self._kind):
-            return self._engine.run(image, charset)
+            return self._engine.run(image, charset, orient=orient)
 
     def run_line(self, image: Any, charset: str | None = None, *, upright: bool = False) -> Any:
         with self._gate.slot(self._kind):
