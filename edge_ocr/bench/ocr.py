@@ -33,6 +33,7 @@ import numpy as np
 from edge_ocr import allocator
 from edge_ocr.bench import scoring
 from edge_ocr.bench.evalsets import load_lines, load_pages
+from edge_ocr.bench.rotations import unturn_box
 from edge_ocr.errors import ConfigError, EdgeOcrError
 
 LINE_SETS = ("lines_en", "lines_zh_synth", "lines_zh")
@@ -270,7 +271,7 @@ def score(spec: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
         total = scoring.EMPTY_PAGE
         for page, it in zip(load_pages(data / "pages", spec.get("limit")), items, strict=True):
             gt = [(ln["text"], ln["box"]) for ln in page["lines"]]
-            pred = [(ln["text"], ln["box"]) for ln in it["lines"]]
+            pred = [(ln["text"], unturn_box(ln["box"], page)) for ln in it["lines"]]
             total = total + scoring.score_page(gt, pred)
         row.update(cer=total.cer, recall=total.recall, gt_lines=total.lines)
         stages = [it.get("timings") or {} for it in items]
@@ -324,8 +325,10 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def plan(args: argparse.Namespace, camera_dir: str | None = None) -> list[dict[str, Any]]:
-    """Every worker spec of this run, in the order they run; `camera_dir` holds the camera-like pages."""
+def plan(args: argparse.Namespace, extra_pages: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every worker spec of this run, in the order they run; `extra_pages`: generated page sets (the
+    camera-like pages, the turned pages) by name, each the root of its own eval layout."""
+    extra_pages = extra_pages or {}
     data = Path(args.data)
     base = {"data": str(data), "models": args.models, "repeat": args.repeat}
     options = parse_options(args.option or [])
@@ -335,15 +338,14 @@ def plan(args: argparse.Namespace, camera_dir: str | None = None) -> list[dict[s
         sets += [("lines", s) for s in LINE_SETS if (data / s / "labels.tsv").is_file()]
     if args.only in (None, "pages"):
         sets.append(("pages", "pages"))
-        if camera_dir:
-            sets.append(("pages", CAMERA_SET))
+        sets += [("pages", name) for name in extra_pages]
     configs = _configurations(Path(args.models) if args.models else None, args.model_set, args.precision)
     specs = []
     for kind, name in sets:
         limit = QUICK[kind] if args.quick else None
         common = {**base, "kind": kind, "set": name, "limit": limit}
-        if name == CAMERA_SET:  # generated pages, in the eval layout under their own root
-            common["data"] = camera_dir
+        if name in extra_pages:  # generated pages, in the eval layout under their own root
+            common["data"] = extra_pages[name]
         for set_name, prec in configs:
             for n in args.threads:
                 specs.append(
@@ -430,10 +432,12 @@ def render(rows: list[dict[str, Any]]) -> str:
     for name in dict.fromkeys(r["set"] for r in rows):
         group = [r for r in rows if r["set"] == name]
         n = next((r["n"] for r in group if "n" in r), 0)
-        pages = name in ("pages", CAMERA_SET)
+        pages = name.startswith("pages")
         title = f"{name} ({n} {'pages' if pages else 'lines'})"
         if name == CAMERA_SET:
             title += " -- the eval receipts made camera-like (4032 px photos), see bench/camera_like.py"
+        if name.startswith("pages_rot"):
+            title += f" -- the eval receipts turned {name[9:]} degrees clockwise, see bench/rotations.py"
         if name in SYNTHETIC:
             title += " -- SYNTHETIC Chinese lines, not real data"
         out.append(f"\n{title}")
@@ -516,7 +520,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto, fp32 and/or int8 (auto: INT8 where accurate and faster on this CPU); default: all",
     )
     parser.add_argument(
-        "--model-set", nargs="+", metavar="SET", help="ppocrv6-small and/or ppocrv4-mobile; default: all"
+        "--model-set", nargs="+", metavar="SET",
+        help="ppocrv6-small, ppocrv6-tiny and/or ppocrv4-mobile; default: all",
     )
     parser.add_argument(
         "--threads",
@@ -539,6 +544,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="max",
         help="with --det-limit: limit the longest (max) or shortest (min) side",
     )
+    parser.add_argument(
+        "--rotations", action="store_true",
+        help="also read the eval pages turned 90, 180 and 270 degrees (page orientation)",
+    )  # fmt: skip
     parser.add_argument(
         "--det-sweep", action="store_true", help="also run pages with several detector side limits (1 thread)"
     )
@@ -568,19 +577,24 @@ def run(args: argparse.Namespace) -> int:
     if any(n < 1 for n in args.threads) or args.repeat < 1:
         raise ConfigError("--threads and --repeat must be at least 1")
     with tempfile.TemporaryDirectory(prefix="edge-ocr-bench-") as tmp:
-        camera_dir = None
-        if args.camera_like and (data / "pages" / "labels.jsonl").is_file() and args.only != "lines":
+        extra: dict[str, str] = {}
+        pages = (data / "pages" / "labels.jsonl").is_file() and args.only != "lines"
+        limit = QUICK["pages"] if args.quick else None
+        if args.camera_like and pages:
             from edge_ocr.bench import camera_like
 
-            limit = QUICK["pages"] if args.quick else None
-            camera_like.make(data / "pages", Path(tmp) / "pages", limit=limit)
-            camera_dir = tmp
-        return _run_plan(args, camera_dir)
+            camera_like.make(data / "pages", Path(tmp) / "camera" / "pages", limit=limit)
+            extra[CAMERA_SET] = str(Path(tmp) / "camera")
+        if getattr(args, "rotations", False) and pages:
+            from edge_ocr.bench import rotations
+
+            extra.update(rotations.make(data / "pages", Path(tmp) / "turned", limit=limit))
+        return _run_plan(args, extra)
 
 
-def _run_plan(args: argparse.Namespace, camera_dir: str | None) -> int:
+def _run_plan(args: argparse.Namespace, extra_pages: dict[str, str]) -> int:
     rows = []
-    for spec in plan(args, camera_dir):
+    for spec in plan(args, extra_pages):
         label = {k: spec.get(k) for k in ("label", "set", "threads", "detector")}
         print(f"bench: {label}", file=sys.stderr, flush=True)
         why_not = _baseline_available(spec["engine"])
