@@ -24,6 +24,14 @@ Design decisions:
 - **Bookkeeping**: the ``processed`` table maps a file's sha256 to its last result (id, topic, payload)
   for the ``duplicates: skip|republish`` policy; it is written in the same transaction as the result.
 - **printed**: the stdout publisher marks what it printed; the MQTT publisher ignores the mark.
+- **Sent, not yet acknowledged** (``mqtt.delivery: end_to_end``): the broker's PUBACK only marks a
+  result sent (`mark_sent`); it is deleted when the fleet's watermark covers its sequence
+  (`ack_through`). Those rows still count against the bounds, so a fleet that stops acknowledging
+  brings back pressure, not a silent drop; `unacked` counts them for the metrics.
+- **Sequences never go back.** A new outbox starts its sequence at the microseconds since the epoch:
+  an outbox deleted and made again must not reuse numbers that a retained watermark already covers
+  (its results would be deleted unstored). Reaching the old file's numbers would take more than a
+  million results a second.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ __all__ = ["Message", "Outbox", "OutboxFullError", "OutboxStats", "ProcessedReco
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SIZE = "LENGTH(payload) + LENGTH(CAST(topic AS BLOB))"  # bytes a message counts against max_bytes
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -53,7 +61,8 @@ CREATE TABLE IF NOT EXISTS messages (
     qos        INTEGER NOT NULL,
     retain     INTEGER NOT NULL,
     created_at REAL NOT NULL,
-    printed    INTEGER NOT NULL DEFAULT 0
+    printed    INTEGER NOT NULL DEFAULT 0,
+    sent_at    REAL
 );
 CREATE TABLE IF NOT EXISTS processed (
     sha256       TEXT PRIMARY KEY,
@@ -73,7 +82,7 @@ class OutboxFullError(PublishError):
 
 @dataclass(frozen=True)
 class Message:
-    """One waiting message."""
+    """One waiting message; `sent_at`: the broker took it, the fleet has not yet acknowledged it."""
 
     msg_id: str
     topic: str
@@ -81,6 +90,8 @@ class Message:
     qos: int
     retain: bool
     created_at: float
+    seq: int = 0
+    sent_at: float | None = None
 
     @property
     def size(self) -> int:
@@ -104,6 +115,7 @@ class OutboxStats:
     size_bytes: int
     max_messages: int
     max_bytes: int
+    unacked: int = 0  # sent (PUBACK), not yet acknowledged by the fleet (end_to_end only)
 
     @property
     def full(self) -> bool:
@@ -130,19 +142,29 @@ class Outbox:
                     remedy="upgrade edge-ocr, or move the outbox away (its messages would be lost)",
                 )
             if version < SCHEMA_VERSION:
-                # Only a new file is written to at open: an existing outbox opens on a full disk, so
-                # the results it holds can still be sent.
-                self._db.executescript(_SCHEMA)
-                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            depth, size = self._db.execute(
-                f"SELECT COUNT(*), COALESCE(SUM({_SIZE}), 0) FROM messages"
+                # Only a new or older file is written to at open: an existing, current outbox opens on a
+                # full disk, so the results it holds can still be sent.
+                self._migrate()
+            depth, size, unacked = self._db.execute(
+                f"SELECT COUNT(*), COALESCE(SUM({_SIZE}), 0), COUNT(sent_at) FROM messages"
             ).fetchone()
         except (sqlite3.Error, OSError) as exc:
             raise PublishError(f"cannot open the outbox {self.path}: {exc}", remedy=_DISK_REMEDY) from exc
         self._depth: int = depth
         self._bytes: int = size
+        self._unacked: int = unacked
         if depth:
             log.info("outbox %s holds %d messages (%d bytes) from before", self.path, depth, size)
+
+    def _migrate(self) -> None:
+        self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        if "sent_at" not in columns:  # a version 1 outbox: its waiting messages are kept
+            self._db.execute("ALTER TABLE messages ADD COLUMN sent_at REAL")
+        if self._db.execute("SELECT 1 FROM sqlite_sequence WHERE name = 'messages'").fetchone() is None:
+            start = time.time_ns() // 1000
+            self._db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', ?)", (start,))
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # ------------------------------------------------------------------------------------- messages
 
@@ -197,26 +219,44 @@ class Outbox:
             self._bytes += size
             return True
 
-    def peek(self, n: int, *, exclude: Iterable[str] = (), unprinted_only: bool = False) -> list[Message]:
-        """The oldest `n` waiting messages, skipping the ids in `exclude` (e.g. already in flight)."""
+    def peek(
+        self,
+        n: int,
+        *,
+        exclude: Iterable[str] = (),
+        unprinted_only: bool = False,
+        sent_before: float | None = None,
+    ) -> list[Message]:
+        """The oldest `n` waiting messages, skipping the ids in `exclude` (e.g. already in flight).
+
+        With `sent_before`, a message marked sent is only returned once it was sent before that time
+        (its acknowledgement is overdue and it is to be published again).
+        """
         excluded = set(exclude)
-        where = "WHERE printed = 0" if unprinted_only else ""
+        conditions: list[str] = []
+        params: list[object] = []
+        if unprinted_only:
+            conditions.append("printed = 0")
+        if sent_before is not None:
+            conditions.append("(sent_at IS NULL OR sent_at < ?)")
+            params.append(sent_before)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         out: list[Message] = []
         with self._lock:
             try:
                 # Fetch a little more than n so the excluded ids (at most the in-flight window) do not
                 # need a NOT IN clause with one parameter per id.
                 rows = self._db.execute(
-                    f"SELECT msg_id, topic, payload, qos, retain, created_at FROM messages {where}"
-                    " ORDER BY seq LIMIT ?",
-                    (n + len(excluded),),
+                    f"SELECT msg_id, topic, payload, qos, retain, created_at, seq, sent_at FROM messages"
+                    f" {where} ORDER BY seq LIMIT ?",
+                    (*params, n + len(excluded)),
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise PublishError(f"cannot read the outbox {self.path}: {exc}", remedy=_DISK_REMEDY) from exc
-        for msg_id, topic, payload, qos, retain, created_at in rows:
+        for msg_id, topic, payload, qos, retain, created_at, seq, sent_at in rows:
             if msg_id in excluded:
                 continue
-            out.append(Message(msg_id, topic, bytes(payload), qos, bool(retain), created_at))
+            out.append(Message(msg_id, topic, bytes(payload), qos, bool(retain), created_at, seq, sent_at))
             if len(out) >= n:
                 break
         return out
@@ -230,7 +270,7 @@ class Outbox:
         ids = list(dict.fromkeys(msg_ids))
         if not ids:
             return 0
-        removed = freed = 0
+        removed = freed = unacked = 0
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -238,13 +278,14 @@ class Outbox:
                     for chunk in _chunks(ids, 500):
                         marks = ",".join("?" * len(chunk))
                         rows = self._db.execute(
-                            f"SELECT COUNT(*), COALESCE(SUM({_SIZE}), 0) FROM messages"
+                            f"SELECT COUNT(*), COALESCE(SUM({_SIZE}), 0), COUNT(sent_at) FROM messages"
                             f" WHERE msg_id IN ({marks})",
                             chunk,
                         ).fetchone()
                         self._db.execute(f"DELETE FROM messages WHERE msg_id IN ({marks})", chunk)
                         removed += rows[0]
                         freed += rows[1]
+                        unacked += rows[2]
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._rollback()
@@ -255,7 +296,75 @@ class Outbox:
                 ) from exc
             self._depth -= removed
             self._bytes -= freed
+            self._unacked -= unacked
         return removed
+
+    def mark_sent(self, msg_ids: Iterable[str], now: float | None = None) -> int:
+        """Record that the broker took these messages (end_to_end); returns how many were waiting.
+
+        A message sent again gets the new time: its acknowledgement is awaited afresh.
+        """
+        ids = list(dict.fromkeys(msg_ids))
+        when = time.time() if now is None else now
+        found = newly = 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for chunk in _chunks(ids, 500):
+                        marks = ",".join("?" * len(chunk))
+                        total, fresh = self._db.execute(
+                            "SELECT COUNT(*), COUNT(*) - COUNT(sent_at) FROM messages"
+                            f" WHERE msg_id IN ({marks})",
+                            chunk,
+                        ).fetchone()
+                        self._db.execute(
+                            f"UPDATE messages SET sent_at = ? WHERE msg_id IN ({marks})", (when, *chunk)
+                        )
+                        found += total
+                        newly += fresh
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            except sqlite3.Error as exc:
+                raise PublishError(
+                    f"cannot mark messages sent in {self.path}: {exc}", remedy=_DISK_REMEDY
+                ) from exc
+            self._unacked += newly
+        return found
+
+    def ack_through(self, seq: int) -> int:
+        """Delete the messages sent with a sequence up to `seq` (the fleet stored them); returns how many.
+
+        A message not yet marked sent stays even if its sequence is covered: it was never handed to a
+        broker by this outbox, so the watermark cannot be about it (it is sent, then covered).
+        """
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    removed, freed = self._db.execute(
+                        f"SELECT COUNT(*), COALESCE(SUM({_SIZE}), 0) FROM messages"
+                        " WHERE seq <= ? AND sent_at IS NOT NULL",
+                        (seq,),
+                    ).fetchone()
+                    if removed:
+                        self._db.execute(
+                            "DELETE FROM messages WHERE seq <= ? AND sent_at IS NOT NULL", (seq,)
+                        )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            except sqlite3.Error as exc:
+                raise PublishError(
+                    f"cannot delete acknowledged messages in {self.path}: {exc}", remedy=_DISK_REMEDY
+                ) from exc
+            self._depth -= removed
+            self._bytes -= freed
+            self._unacked -= removed
+        return int(removed)
 
     def mark_printed(self, msg_ids: Iterable[str]) -> None:
         """Record that these messages were written to stdout (they stay waiting for a broker)."""
@@ -303,13 +412,18 @@ class Outbox:
         with self._lock:
             return self._bytes
 
+    def unacked(self) -> int:
+        """Messages sent to the broker and not yet acknowledged by the fleet (end_to_end)."""
+        with self._lock:
+            return self._unacked
+
     def is_full(self) -> bool:
         with self._lock:
             return self._full()
 
     def stats(self) -> OutboxStats:
         with self._lock:
-            return OutboxStats(self._depth, self._bytes, self.max_messages, self.max_bytes)
+            return OutboxStats(self._depth, self._bytes, self.max_messages, self.max_bytes, self._unacked)
 
     def _full(self) -> bool:
         return self._depth >= self.max_messages or self._bytes >= self.max_bytes

@@ -1,7 +1,14 @@
-"""The result message contract: stable ids, topics and the JSON payload published for each input."""
+"""The result message contract: stable ids, topics and the JSON payload published for each input.
+
+Every result carries ``id`` (stable: the same input gives the same id, so consumers drop duplicates by
+it) and ``device_id``. With ``mqtt.delivery: end_to_end`` it also carries ``seq``, its outbox sequence,
+added when it is sent (`with_seq`): the fleet's ingester acknowledges a device's results by the highest
+sequence it stored. `REQUIRED` is what a consumer may rely on; `problems` says what a message lacks.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -61,3 +68,41 @@ def result_message(
     if extra:
         msg.update(extra)
     return msg
+
+
+# The fields a consumer may rely on, with their JSON types (seq only with delivery: end_to_end).
+REQUIRED: dict[str, type] = {"id": str, "device_id": str}
+OPTIONAL: dict[str, type] = {"seq": int}
+
+
+def with_seq(payload: bytes, seq: int) -> bytes:
+    """The JSON object `payload` with its outbox sequence; any other payload is returned unchanged.
+
+    Added at send time because the sequence is the outbox's, known only once the result is stored.
+    The same message sent again gets the same bytes.
+    """
+    try:
+        msg = json.loads(payload)
+    except ValueError:
+        return payload
+    if not isinstance(msg, dict):
+        return payload
+    msg["seq"] = seq
+    return json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def problems(msg: object) -> str | None:
+    """Why `msg` (parsed JSON) is not a result message a consumer can store, or None when it is."""
+    if not isinstance(msg, dict):
+        return f"not a JSON object but {type(msg).__name__}"
+    for key, kind in REQUIRED.items():
+        value = msg.get(key)
+        if value is None:
+            return f"missing {key}"
+        if not isinstance(value, kind) or not value:
+            return f"{key} is not a non-empty {kind.__name__}"
+    for key, kind in OPTIONAL.items():
+        value = msg.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            return f"{key} is not an {kind.__name__}"
+    return None

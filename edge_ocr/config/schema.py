@@ -203,6 +203,19 @@ class MqttConfig(Section):
     )
     backoff_max_s: StrictFloat = Field(60.0, ge=0.1, description="Longest reconnect delay.")
     stats_interval_s: StrictFloat = Field(60.0, ge=0, description="Period of the stats message; 0: off.")
+    delivery: Literal["broker", "end_to_end"] = Field(
+        "broker",
+        description=(
+            "When a result leaves the outbox. broker: at the broker's PUBACK. end_to_end: when the fleet's "
+            "ingester says it stored it (the retained watermark <topic_prefix>/ack/<device_id>); until then "
+            "it is kept, counted as sent and not yet acknowledged, and published again after ack_timeout_s."
+        ),
+    )
+    ack_timeout_s: StrictFloat = Field(
+        300.0,
+        ge=1,
+        description="end_to_end: a result sent and not acknowledged for this long is sent again (same id).",
+    )
     tls: TlsConfig | None = Field(None, description="TLS options (mqtts:// only).")
     home_assistant: HomeAssistantConfig = Field(
         default_factory=HomeAssistantConfig, description="Home Assistant discovery."

@@ -60,6 +60,8 @@ class Health:
         out["queued"] = gen.queue.qsize() if gen else 0
         out["outbox_depth"] = outbox.depth() if outbox else 0
         out["outbox_full"] = bool(outbox and outbox.is_full())
+        # delivery: end_to_end: sent to the broker, kept until the fleet's ingester acknowledges them.
+        out["outbox_unacked"] = outbox.unacked() if outbox else 0
         out["paused"] = sh.paused.is_set()
         # Which model set and precision each role runs on this device, and why (precision: auto).
         out["model"] = sh.engine.models if sh.engine is not None else None

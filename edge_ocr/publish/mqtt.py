@@ -10,7 +10,8 @@ Contract (see `topics` for the layout):
   from the CONNACK callback only when the broker accepted the connection; ``offline`` is published
   again on a clean stop, before disconnecting (a clean disconnect does not fire the will).
 - Results are sent in outbox order with their stored QoS (1 by default), at most ``max_inflight`` at a
-  time, and deleted from the outbox only after the broker's PUBACK (``on_publish``). A mid -> msg_id map
+  time, and deleted from the outbox only after the broker's PUBACK (``on_publish``) or, with
+  ``delivery: end_to_end``, once the fleet's watermark covers them (`delivery.EndToEnd`). A mid -> msg_id map
   ties the two; ``on_publish`` runs under paho's own lock and may fire before ``publish()`` has
   returned the mid, so an early ack is parked until the mid is registered. Deletion is batched on the
   publisher thread, keeping fsyncs off the network thread.
@@ -49,6 +50,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_ocr.config import MqttConfig
 from edge_ocr.errors import ConfigError, PublishError
 from edge_ocr.outbox import Outbox
+from edge_ocr.publish.delivery import EndToEnd, to_send, worth_peeking
 from edge_ocr.publish.homeassistant import RegionSensor, config_filter, discovery_messages
 from edge_ocr.publish.topics import OFFLINE, ONLINE, Command, CommandHandler, ConnectionState, Topics
 
@@ -166,6 +168,7 @@ class MqttPublisher:
         )
         self._discovery_topics = frozenset(topic for topic, _ in self._discovery)
         self._stale_logged: set[str] = set()  # only touched on paho's network thread
+        self._e2e = EndToEnd(self.topics, config.ack_timeout_s) if config.delivery == "end_to_end" else None
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -198,6 +201,8 @@ class MqttPublisher:
             client.message_callback_add(
                 config_filter(self.topics, cfg.home_assistant.discovery_prefix), self._on_discovery_config
             )
+        if self._e2e is not None:
+            client.message_callback_add(self.topics.ack, self._e2e.on_message)
         self._client = client
         log.info(
             "MQTT: connecting to %s as %r (device %s, tls %s)",
@@ -301,22 +306,26 @@ class MqttPublisher:
         with self._lock:
             busy = self._outstanding | self._poison
             room = self.config.max_inflight - len(self._outstanding)
-        if room <= 0 or self._depth() <= len(busy):
+        e2e = self._e2e
+        if room <= 0 or not worth_peeking(self.outbox, e2e, len(busy)):
             return done
-        for msg in self.outbox.peek(room, exclude=busy):
+        due = e2e.sent_before() if e2e is not None else None
+        for msg in self.outbox.peek(room, exclude=busy, sent_before=due):
             if not self._connected.is_set():
                 break
-            if self._send(msg.topic, msg.payload, msg.qos, msg.retain, msg.msg_id) is not None:
+            payload = e2e.payload(msg) if e2e is not None else msg.payload
+            if self._send(msg.topic, payload, msg.qos, msg.retain, msg.msg_id) is not None:
                 done += 1
         return done
 
     def _flush_acks(self) -> int:
         with self._lock:
             acked, self._acked = self._acked, []
-        if not acked or self.outbox is None:
+        if self.outbox is None or (not acked and self._e2e is None):
             return 0
         try:
-            self.outbox.ack_many(acked)
+            done_at_puback = self._e2e.settle(self.outbox, acked) if self._e2e is not None else acked
+            self.outbox.ack_many(done_at_puback)
         except PublishError:
             with self._lock:
                 self._acked[:0] = acked  # try again next round; the broker has them already
@@ -335,7 +344,7 @@ class MqttPublisher:
             self._drain()
             with self._lock:
                 pending = len(self._outstanding) + len(self._acked)
-            if not pending and self._depth() <= len(self._poison):
+            if not pending and to_send(self.outbox, self._e2e) <= len(self._poison):
                 break
             time.sleep(self._poll_s)
         if self._connected.is_set():
@@ -435,6 +444,8 @@ class MqttPublisher:
         if health is not None:
             self._send(self.topics.health, health, 1, True)
         client.subscribe(self.topics.cmd_filter, qos=1)
+        if self._e2e is not None:
+            client.subscribe(self.topics.ack, qos=1)
         if self._discovery:
             for topic, payload in self._discovery:
                 self._send(topic, payload, 1, True)

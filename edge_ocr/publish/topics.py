@@ -14,6 +14,14 @@ Topics (``<p>`` is ``<topic_prefix>/<device_id>``):
 - ``<p>/cmd/<verb>``: commands; each answer goes to ``<p>/cmd/<verb>/reply`` (one reply topic per verb,
   so a client waits on exactly the topic of the command it sent; ``cmd/+`` does not match it, so the
   device never receives its own replies).
+- ``<topic_prefix>/ack/<device_id>``: retained JSON ``{"seq": N}`` written by the fleet's ingester
+  (``edge-ocr ingest``): the highest outbox sequence of this device it stored. With
+  ``mqtt.delivery: end_to_end`` the device deletes its results sent up to N. It lives outside the
+  device's own tree so a site broker's bridge carries one pattern back (``topic <prefix>/ack/# in 1``)
+  and a device's ACL can give it read-only access there.
+
+The ingester subscribes to every device at once through the filters `result_filter`, `status_filter`
+and `health_filter`; `device_of` reads the device id back out of a topic.
 """
 
 from __future__ import annotations
@@ -22,7 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Command", "CommandHandler", "ConnectionState", "Topics"]
+__all__ = [
+    "Command",
+    "CommandHandler",
+    "ConnectionState",
+    "Topics",
+    "ack_topic",
+    "device_of",
+    "health_filter",
+    "result_filter",
+    "status_filter",
+]
 
 ONLINE = b"online"
 OFFLINE = b"offline"
@@ -52,6 +70,10 @@ class Topics:
         return f"{self.base}/health"
 
     @property
+    def ack(self) -> str:
+        return ack_topic(self.prefix, self.device_id)
+
+    @property
     def cmd_filter(self) -> str:
         return f"{self.base}/cmd/+"
 
@@ -66,6 +88,32 @@ class Topics:
 
     def reply(self, verb: str) -> str:
         return f"{self.base}/cmd/{verb}/reply"
+
+
+def ack_topic(prefix: str, device_id: str) -> str:
+    """The retained watermark of one device (see the module docstring)."""
+    return f"{prefix}/ack/{device_id}"
+
+
+def result_filter(prefix: str) -> str:
+    return f"{prefix}/+/result/#"
+
+
+def status_filter(prefix: str) -> str:
+    return f"{prefix}/+/status"
+
+
+def health_filter(prefix: str) -> str:
+    return f"{prefix}/+/health"
+
+
+def device_of(prefix: str, topic: str) -> str | None:
+    """The device id level of a ``<prefix>/<device_id>/...`` topic, or None for another tree."""
+    head = f"{prefix}/"
+    if not topic.startswith(head):
+        return None
+    device = topic[len(head) :].split("/", 1)[0]
+    return device or None
 
 
 @dataclass(frozen=True)
