@@ -165,6 +165,26 @@ def test_get_config_shows_the_file_and_never_a_secret(running: Running) -> None:
     assert doc["sources"][0]["regions"][0]["box"] == list(LCD_BOX)
     assert doc["sources"][1]["password_file"].endswith("secrets/camera")  # where it is, not what it is
     assert httpx.get(running.url + "/api/config", timeout=30).status_code == 401  # reading needs it too
+    # The daemon has read all three (the token guards this very request, the camera connects with its
+    # password); no other page of the API shows them either.
+    for path in ("/api/status", "/api/sources", "/api/cameras/door", "/metrics", "/healthz", "/openapi.json"):
+        text = running.get(path).text
+        for secret in (TOKEN, MQTT_PASSWORD, CAMERA_PASSWORD):
+            assert secret not in text, (path, secret)
+
+
+def test_a_camera_password_written_into_its_url_is_refused_and_not_echoed(running: Running) -> None:
+    """A password belongs in password_file/_env/_credential: a PUT carrying one in the stream URL is 422
+    at that key, the answer does not repeat it, and nothing is written."""
+    before = running.path.read_bytes()
+    doc = running.get("/api/config").json()["config"]
+    secret = "inline-cam-pass-61b0"
+    doc["sources"][1]["url"] = doc["sources"][1]["url"].replace("viewer@", f"viewer:{secret}@")
+    r = running.put_config(doc)
+    assert r.status_code == 422, r.text
+    assert [p["key"] for p in r.json()["error"]["problems"]] == ["sources[1].url"], r.text
+    assert secret not in r.text
+    assert running.path.read_bytes() == before
 
 
 def test_every_write_without_the_token_is_401(running: Running) -> None:
@@ -242,9 +262,26 @@ def test_a_valid_put_saves_with_a_backup_keeps_comments_and_reloads(running: Run
     assert doc["mqtt"]["username"] == "***"  # sent back masked: the file keeps the user name
     x, y, w, h = LCD_BOX
     doc["sources"][0]["regions"].append(region_doc("right-half", (x + w // 2, y, w - w // 2, h)))
-    r = running.put_config(doc)
+    # The page polls the camera through the reload: it stays there (its last frame until the restarted
+    # camera's view takes over), never a 404 in between.
+    polled: list[int] = []
+    saving = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(headers=running.headers(ctype=None), timeout=30) as client:
+            while not saving.is_set():
+                polled.append(client.get(f"{running.url}/api/cameras/{SOURCE}").status_code)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        r = running.put_config(doc)
+    finally:
+        saving.set()
+        poller.join(30)
     assert r.status_code == 200, r.text
     assert r.json()["reloaded"] is True and r.json()["changed"] is True
+    assert len(polled) > 10 and set(polled) == {200}, polled
 
     text = running.path.read_text()
     assert (running.path.parent / (running.path.name + ".bak")).read_bytes() == before

@@ -207,6 +207,11 @@ class Lifecycle:
         gen = Generation(cfg, threading.Event())
         if http is not None:
             gen.gate = http.ctx.gate  # one gate: the API's requests and the new cameras share the engine
+            # A page polling a camera that is still configured sees its last frame until the camera's
+            # new view replaces it (start_camera), never a 404 for the moments in between.
+            old = sh.gen.views if sh.gen is not None else {}
+            kept = {c.name for c in cfg.sources if isinstance(c, CameraConfig)}
+            gen.views.update({name: view for name, view in old.items() if name in kept})
         sh.gen = gen
         self.start_publisher(gen)
         self.rooms.start_folders(gen)
