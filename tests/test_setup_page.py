@@ -5,7 +5,9 @@ on loopback without a token) on a generated 7-segment meter video, with a real m
 On the Setup tab's live frame the test draws a box over the LCD, names it, makes it numeric (3 decimals,
 m³), tests it (the page shows the meter's value, accepted), saves it: the file on disk has the region and
 every comment it had, `.bak` holds the old file, the daemon reloads and publishes the new region's value
-over MQTT, and the page lists that reading. Screenshots go to .ci/artifacts/ (and the test's tmp_path).
+over MQTT, the page lists that reading, and once the meter moves on (the video's second value) the
+History tab charts both values that region published. Screenshots go to .ci/artifacts/ (and the test's
+tmp_path).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / ".ci" / "artifacts"
 DEVICE = "setup-page"
 SHOWN = "00042.195"
+# The meter moves on once: a second value for the history chart. The camera plays the video from its
+# start again when the Save reloads it, so SHOWN is on the LCD both for the test and after the Save.
+SHOWN_FOR_S = 25.0
+NEXT = "00042.201"
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="no /usr/bin/chromium: apt-get install -y chromium (Debian's package)"
@@ -97,7 +103,7 @@ def test_a_region_drawn_tested_and_saved_on_the_page_is_published(tmp_path: Path
     from playwright.sync_api import sync_playwright
 
     video = tmp_path / "meter.avi"
-    write_meter_video(video, [(SHOWN, 4.0)], fps=10)
+    write_meter_video(video, [(SHOWN, SHOWN_FOR_S), (NEXT, 60.0)], fps=10)
     port = free_port()
     d = DaemonProcess(tmp_path / "daemon", {"state_dir": str(tmp_path / "state")})
     assert d.config_path is not None
@@ -216,6 +222,39 @@ def test_a_region_drawn_tested_and_saved_on_the_page_is_published(tmp_path: Path
             row = page.locator(shown)
             assert wait_until(lambda: row.count() > 0 and "42.195" in (row.text_content() or ""), 30)
             screenshot(page, tmp_path, "setup-saved")
+
+            # ---- the meter moves on; the History tab charts both values the daemon published
+            def sent() -> list[dict[str, Any]]:
+                return [m for m in published() if m["valid"]]
+
+            assert wait_until(lambda: sent()[-1]["value"] == float(NEXT), 90), (published(), d.tail(20))
+            assert [m["value"] for m in sent()] == [float(SHOWN), float(NEXT)], sent()
+            card = '.history-card[data-source="meter"][data-region="water"]'
+            page.click("button[data-tab=history]")  # a click on the tab (re)loads the charts
+            loads = [0]
+
+            def charted() -> bool:
+                state = page.evaluate("window.edgeOcrHistory")
+                if state["charts"].get("meter/water", {}).get("points", 0) >= 2:
+                    return True
+                if state["loaded"] > loads[0]:  # that load did not have both yet: load again
+                    loads[0] = state["loaded"]
+                    page.click("button[data-tab=history]")
+                return False
+
+            assert wait_until(charted, 60, interval=0.5), page.evaluate("window.edgeOcrHistory")
+            charts = page.evaluate("window.edgeOcrHistory.charts")
+            assert charts["meter/water"] == {"points": 2, "rejected": 0}, charts
+            titles = page.eval_on_selector_all(
+                f"{card} circle.history-point title", "els => els.map(e => e.textContent)"
+            )
+            # Each point is a published reading: its capture time and value as sent over MQTT.
+            assert titles == [f"{m['captured_at']}: {m['value']} m³" for m in sent()], (titles, sent())
+            line = page.get_attribute(f"{card} polyline.history-line", "points") or ""
+            ys = [float(p.split(",")[1]) for p in line.split()]
+            assert len(ys) == 2 and ys[1] < ys[0], line  # the later, larger value higher on the chart
+            assert "meter / water: 42.201 m³" in (page.text_content(f"{card} h3") or "")
+            screenshot(page, tmp_path, "setup-history")
             browser.close()
         assert not [m for m in console if "Content Security Policy" in m], console
         assert all(f.endswith("/favicon.ico") for f in failed), failed
