@@ -239,6 +239,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_serve(Path(args.config) if args.config else None)
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from edge_ocr.ingest.config import load_ingest_config
+    from edge_ocr.ingest.service import run
+
+    given = {"mqtt": args.mqtt, "dsn": args.dsn, "topic_prefix": args.prefix, "client_id": args.client_id,
+             "share_group": args.group, "http": args.http}  # fmt: skip
+    overrides: dict[str, object] = {k: v for k, v in given.items() if v is not None}
+    for key in ("share_group", "http"):  # `--http none` turns it off (None), it is not "not given"
+        if str(overrides.get(key, "")).lower() in ("none", "off"):
+            overrides[key] = None
+    return run(load_ingest_config(Path(args.config) if args.config else None, overrides))
+
+
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (default 1)")
     p.add_argument(
@@ -333,6 +346,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the daemon (embedded default without --config)")
     p.add_argument("--config", "-c", metavar="FILE", help="YAML configuration file")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "ingest", help="the fleet's consumer: results from MQTT into PostgreSQL, exactly once (needs [fleet])"
+    )
+    p.add_argument("--config", "-c", metavar="FILE", help="YAML settings (the flags' keys); flags win")
+    p.add_argument("--mqtt", metavar="URL", help="the broker, mqtt://HOST:PORT (key: mqtt)")
+    p.add_argument("--dsn", metavar="DSN", help="postgresql://USER@HOST:PORT/DB (key: dsn)")
+    p.add_argument("--prefix", metavar="P", help="the devices' topic prefix (key: topic_prefix; edge-ocr)")
+    p.add_argument("--client-id", metavar="ID", help="persistent session (key: client_id; edge-ocr-ingest)")
+    p.add_argument("--group", metavar="G", help="shared-subscription group, or none (key: share_group)")
+    p.add_argument("--http", metavar="HOST:PORT", help="/healthz and /metrics, or none (127.0.0.1:9108)")
+    p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("serve", help="serve POST /api/ocr and the web page alone (no folder, no MQTT)")
     p.add_argument("--config", "-c", metavar="FILE", help="YAML configuration (its http: and engine:)")

@@ -67,6 +67,13 @@ class PublishError(EdgeOcrError):
     exit_code = 7
 
 
+class StoreError(EdgeOcrError):
+    """The fleet's database (PostgreSQL, `edge-ocr ingest`) cannot be reached or refuses a write."""
+
+    exit_code = 8
+    remedy = "check that PostgreSQL runs and that --dsn names a database this user may create tables in"
+
+
 # The extra that provides each optional top-level module (pyproject.toml's optional-dependencies).
 EXTRA_OF_MODULE = {
     "fastapi": "web",
@@ -77,6 +84,7 @@ EXTRA_OF_MODULE = {
     "prometheus_client": "web",
     "ruamel": "web",
     "paho": "daemon",
+    "psycopg": "fleet",
     "watchdog": "daemon",
     "systemd": "systemd",
     "onnx": "build",

@@ -1,0 +1,193 @@
+"""The fleet's store: PostgreSQL tables, the exactly-once batch insert and the per-device watermarks.
+
+- ``edge_ocr_results``: one row per result, ``UNIQUE (device_id, id)``. A batch is one transaction with
+  ``INSERT ... ON CONFLICT DO NOTHING``: a result sent again (a device's republish, a broker's redelivery
+  after a crash, two ingesters both subscribed) is absorbed and counted, never a second row.
+- The watermark of a device is the highest ``seq`` stored for it, read back in the same transaction,
+  after the insert: what is published is what is committed.
+- ``edge_ocr_devices``: the retained status and health of each device and the time a message last came
+  from it; ``edge_ocr_bridges``: the site brokers' bridge notifications (``1`` connected, ``0`` not).
+- The tables are created if missing (``CREATE ... IF NOT EXISTS``); several ingesters may start at once,
+  so creation runs under an advisory lock.
+
+One `Store` has one connection and one owner thread (the consumer's writer).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from edge_ocr.errors import StoreError
+
+__all__ = ["BatchOutcome", "Row", "Store"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA_LOCK = 0x6564_6765  # pg_advisory_xact_lock key: "edge"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS edge_ocr_results (
+    device_id text NOT NULL,
+    id        text NOT NULL,
+    seq       bigint,
+    topic     text,
+    message   jsonb NOT NULL,
+    stored_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (device_id, id)
+);
+CREATE INDEX IF NOT EXISTS edge_ocr_results_device_seq ON edge_ocr_results (device_id, seq);
+CREATE TABLE IF NOT EXISTS edge_ocr_devices (
+    device_id    text PRIMARY KEY,
+    status       text,
+    status_at    timestamptz,
+    health       jsonb,
+    health_at    timestamptz,
+    last_seen_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS edge_ocr_bridges (
+    name     text PRIMARY KEY,
+    state    text NOT NULL,
+    state_at timestamptz NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One valid result, as the consumer parsed it."""
+
+    device_id: str
+    id: str
+    seq: int | None
+    topic: str
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    inserted: int
+    duplicates: int
+    watermarks: dict[str, int]  # device_id -> highest seq stored, for the devices of the batch
+
+
+class Store:
+    """A connection to the fleet's database; `open()` creates the tables if missing."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def open(self) -> Store:
+        try:
+            self._conn = psycopg.connect(self.dsn, connect_timeout=10)
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                cur.execute(_SCHEMA)
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreError(f"cannot open the fleet database ({_where(self.dsn)}): {exc}") from exc
+        return self
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self.open()
+        assert self._conn is not None
+        return self._conn
+
+    def insert(self, rows: Sequence[Row]) -> BatchOutcome:
+        """Store `rows` in one transaction; returns what was new, what was absorbed, the watermarks."""
+        devices = sorted({r.device_id for r in rows})
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                inserted = 0
+                for r in rows:
+                    cur.execute(
+                        "INSERT INTO edge_ocr_results (device_id, id, seq, topic, message)"
+                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device_id, id) DO NOTHING",
+                        (r.device_id, r.id, r.seq, r.topic, Jsonb(r.message)),
+                    )
+                    inserted += cur.rowcount
+                cur.execute(
+                    "SELECT device_id, max(seq) FROM edge_ocr_results WHERE device_id = ANY(%s)"
+                    " GROUP BY device_id",
+                    (devices,),
+                )
+                marks = {device: int(seq) for device, seq in cur.fetchall() if seq is not None}
+                cur.execute(
+                    "INSERT INTO edge_ocr_devices (device_id, last_seen_at) SELECT unnest(%s::text[]), now()"
+                    " ON CONFLICT (device_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+                    (devices,),
+                )
+        except psycopg.Error as exc:
+            self._reset()
+            raise StoreError(f"cannot store {len(rows)} results: {exc}") from exc
+        return BatchOutcome(inserted, len(rows) - inserted, marks)
+
+    def device_state(self, device_id: str, kind: str, payload: bytes) -> None:
+        """A device's retained status (text) or health (JSON) as it is now."""
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                if kind == "status":
+                    cur.execute(
+                        "INSERT INTO edge_ocr_devices (device_id, status, status_at) VALUES (%s, %s, now())"
+                        " ON CONFLICT (device_id) DO UPDATE SET status = excluded.status,"
+                        " status_at = excluded.status_at",
+                        (device_id, payload.decode("utf-8", "replace")[:100]),
+                    )
+                else:
+                    cur.execute(
+                        "INSERT INTO edge_ocr_devices (device_id, health, health_at) VALUES (%s, %s, now())"
+                        " ON CONFLICT (device_id) DO UPDATE SET health = excluded.health,"
+                        " health_at = excluded.health_at",
+                        (device_id, Jsonb(_json_or_text(payload))),
+                    )
+        except psycopg.Error as exc:
+            self._reset()
+            raise StoreError(f"cannot store the {kind} of {device_id}: {exc}") from exc
+
+    def bridge_state(self, name: str, payload: bytes) -> None:
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO edge_ocr_bridges (name, state, state_at) VALUES (%s, %s, now())"
+                    " ON CONFLICT (name) DO UPDATE SET state = excluded.state, state_at = excluded.state_at",
+                    (name, payload.decode("utf-8", "replace")[:100]),
+                )
+        except psycopg.Error as exc:
+            self._reset()
+            raise StoreError(f"cannot store the state of bridge {name}: {exc}") from exc
+
+    def _reset(self) -> None:
+        """After an error the connection may be broken: the next call opens a new one."""
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+def _json_or_text(payload: bytes) -> Any:
+    import json
+
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return {"text": payload.decode("utf-8", "replace")}
+
+
+def _where(dsn: str) -> str:
+    """The DSN without credentials, for messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(dsn)
+    return f"{parts.hostname or 'local socket'}:{parts.port or 5432}{parts.path}"
