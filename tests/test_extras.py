@@ -133,6 +133,14 @@ def test_page_scoring_without_rapidfuzz_names_the_bench_extra(monkeypatch: pytes
     from edge_ocr.bench import scoring
     from edge_ocr.errors import MissingExtraError
 
-    monkeypatch.setattr(scoring, "_fuzz", None)
-    with pytest.raises(MissingExtraError, match=r"pip install 'edge-ocr\[bench\]'"):
-        scoring.best_substring("total 12.00", "TOTAL 12.00")
+    # As on a device without the extra: importing rapidfuzz fails (a None entry makes import raise).
+    for name in ("rapidfuzz", "rapidfuzz.fuzz", "rapidfuzz.distance"):
+        monkeypatch.setitem(sys.modules, name, None)
+    scoring._rapidfuzz.cache_clear()
+    try:
+        with pytest.raises(MissingExtraError, match=r"pip install 'edge-ocr\[bench\]'"):
+            scoring.best_substring("total 12.00", "TOTAL 12.00")
+        assert scoring.levenshtein("kitten", "sitting") == 3  # the plain fallback still scores lines
+    finally:
+        monkeypatch.undo()
+        scoring._rapidfuzz.cache_clear()

@@ -79,7 +79,7 @@ def test_line_cer() -> None:
 
 # Only the matching itself needs rapidfuzz; the rectangle and total arithmetic tests run without it.
 needs_rapidfuzz = pytest.mark.skipif(
-    scoring._fuzz is None, reason="the page rule needs rapidfuzz: pip install 'edge-ocr[bench]'"
+    scoring._rapidfuzz()[0] is None, reason="the page rule needs rapidfuzz: pip install 'edge-ocr[bench]'"
 )
 
 

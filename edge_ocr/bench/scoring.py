@@ -21,13 +21,20 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
-try:
-    from rapidfuzz import fuzz as _fuzz
-    from rapidfuzz.distance import Levenshtein as _Levenshtein
-except ImportError:  # pragma: no cover - exercised only where the bench extra is absent
-    _fuzz = None  # type: ignore[assignment]  # optional extra absent: callers check for None
-    _Levenshtein = None  # type: ignore[assignment]  # optional extra absent: callers check for None
+
+@cache
+def _rapidfuzz() -> tuple[Any, Any]:
+    """(fuzz, Levenshtein), or (None, None) without the bench extra. Imported at first use: the CLI's
+    parser imports this module for `bench`'s options, and a daemon need not carry rapidfuzz (1.8 MB)."""
+    try:
+        from rapidfuzz import fuzz
+        from rapidfuzz.distance import Levenshtein
+    except ImportError:  # pragma: no cover - exercised only where the bench extra is absent
+        return None, None
+    return fuzz, Levenshtein
 
 Point = tuple[float, float]
 Box = Sequence[Sequence[float]]  # 4 (or more) points [x, y]
@@ -53,8 +60,9 @@ def _levenshtein_dp(a: str, b: str) -> int:
 
 def levenshtein(a: str, b: str) -> int:
     """Unit-cost edit distance (insert, delete, substitute)."""
-    if _Levenshtein is not None:
-        return int(_Levenshtein.distance(a, b))
+    _, lev = _rapidfuzz()
+    if lev is not None:
+        return int(lev.distance(a, b))
     return _levenshtein_dp(a, b)
 
 
@@ -181,6 +189,7 @@ EMPTY_PAGE = PageScores(0, 0, 0, 0)
 
 def best_substring(gt: str, text: str) -> str:
     """The part of `text` that rapidfuzz's partial_ratio_alignment aligns best with `gt`."""
+    _fuzz, _ = _rapidfuzz()
     if _fuzz is None:
         from edge_ocr.errors import MissingExtraError
 
