@@ -45,9 +45,10 @@ def test_the_script_installs_what_the_tests_need() -> None:
         "shellcheck",
         "systemd",
         "openssl",
+        "postgresql",
     ):
         assert f"need_apt+=({package})" in text, package
-    assert 'EXTRAS="daemon,web,build,bench,test,train"' in text
+    assert 'EXTRAS="daemon,web,build,bench,test,train,fleet"' in text
     assert "edge-ocr models build" in text
     assert 'exec .venv/bin/python -m pytest "$@"' in text
 
