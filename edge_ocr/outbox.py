@@ -25,13 +25,13 @@ Design decisions:
   for the ``duplicates: skip|republish`` policy; it is written in the same transaction as the result.
 - **printed**: the stdout publisher marks what it printed; the MQTT publisher ignores the mark.
 - **Sent, not yet acknowledged** (``mqtt.delivery: end_to_end``): the broker's PUBACK only marks a
-  result sent (`mark_sent`); it is deleted when the fleet's watermark covers its sequence
-  (`ack_through`). Those rows still count against the bounds, so a fleet that stops acknowledging
-  brings back pressure, not a silent drop; `unacked` counts them for the metrics.
-- **Sequences never go back.** A new outbox starts its sequence at the microseconds since the epoch:
-  an outbox deleted and made again must not reuse numbers that a retained watermark already covers
-  (its results would be deleted unstored). Reaching the old file's numbers would take more than a
-  million results a second.
+  result sent (`mark_sent`); it is deleted (`ack_many`) when the fleet's ingester names it as stored.
+  Those rows still count against the bounds, so a fleet that stops acknowledging brings back pressure,
+  not a silent drop; `unacked` counts them for the metrics.
+- **Sequences never go back.** A result carries its sequence to the fleet's table, where
+  ``(device_id, seq)`` orders a device's results. A new outbox starts its sequence at the microseconds
+  since the epoch, so an outbox deleted and made again does not reuse numbers already stored; reaching
+  the old file's numbers would take more than a million results a second.
 """
 
 from __future__ import annotations
@@ -333,38 +333,6 @@ class Outbox:
                 ) from exc
             self._unacked += newly
         return found
-
-    def ack_through(self, seq: int) -> int:
-        """Delete the messages sent with a sequence up to `seq` (the fleet stored them); returns how many.
-
-        A message not yet marked sent stays even if its sequence is covered: it was never handed to a
-        broker by this outbox, so the watermark cannot be about it (it is sent, then covered).
-        """
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    removed, freed = self._db.execute(
-                        f"SELECT COUNT(*), COALESCE(SUM({_SIZE}), 0) FROM messages"
-                        " WHERE seq <= ? AND sent_at IS NOT NULL",
-                        (seq,),
-                    ).fetchone()
-                    if removed:
-                        self._db.execute(
-                            "DELETE FROM messages WHERE seq <= ? AND sent_at IS NOT NULL", (seq,)
-                        )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
-            except sqlite3.Error as exc:
-                raise PublishError(
-                    f"cannot delete acknowledged messages in {self.path}: {exc}", remedy=_DISK_REMEDY
-                ) from exc
-            self._depth -= removed
-            self._bytes -= freed
-            self._unacked -= removed
-        return int(removed)
 
     def mark_printed(self, msg_ids: Iterable[str]) -> None:
         """Record that these messages were written to stdout (they stay waiting for a broker)."""

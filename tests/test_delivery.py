@@ -1,7 +1,8 @@
 """End-to-end acknowledgement (mqtt.delivery: end_to_end): a real publisher and outbox, a real mosquitto.
 
-The fleet's ingester is played by a test client publishing the retained watermark
-``edge-ocr/ack/<device>``; `tests/test_ingest.py` runs the real ingester. Every wait is on a condition.
+The fleet's ingester is played by a test client publishing the retained acknowledgement
+``edge-ocr/ack/<device>`` ({"seq": highest stored, "ids": [...]}); `tests/test_ingest.py` runs the real
+ingester and `tests/test_fleet_faults.py` the whole chain. Every wait is on a condition.
 """
 
 from __future__ import annotations
@@ -51,13 +52,14 @@ def seqs(outbox: Outbox) -> dict[str, int]:
     return {m.msg_id: m.seq for m in outbox.peek(10_000)}
 
 
-def set_watermark(broker: Mosquitto, seq: int) -> None:
-    """What the ingester does after a commit: the retained watermark of the device."""
+def acknowledge(broker: Mosquitto, ids: list[str], seq: int | None = None) -> None:
+    """What the ingester does after a commit: the retained acknowledgement of the device."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fake-ingester-{os.getpid()}")
     client.connect(HOST, broker.port)
     client.loop_start()
     try:
-        client.publish(TOPICS.ack, json.dumps({"seq": seq}), qos=1, retain=True).wait_for_publish(5)
+        doc = {"seq": seq, "ids": ids}
+        client.publish(TOPICS.ack, json.dumps(doc), qos=1, retain=True).wait_for_publish(5)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -87,7 +89,7 @@ def start(running: list, cfg: MqttConfig, outbox: Outbox) -> MqttPublisher:
     return pub
 
 
-def test_results_carry_their_outbox_sequence_and_wait_for_the_watermark(mosquitto, outbox, run) -> None:
+def test_results_carry_their_outbox_sequence_and_wait_for_the_fleet(mosquitto, outbox, run) -> None:
     sub = Subscriber(mosquitto, [TOPICS.result("inbox")])
     try:
         ids = [f"r{i}" for i in range(6)]
@@ -106,14 +108,15 @@ def test_results_carry_their_outbox_sequence_and_wait_for_the_watermark(mosquitt
         assert wait_until(lambda: outbox.depth() == 6)  # the state copy went at PUBACK
         assert outbox.stats().unacked == 6
 
-        # The watermark is honoured: rows up to its sequence go, later ones stay.
-        set_watermark(mosquitto, seq_of["r3"])
-        assert wait_until(lambda: outbox.depth() == 2)
-        assert sorted(seqs(outbox)) == ["r4", "r5"]
-        assert outbox.unacked() == 2
-        # An older watermark (a broker restored from an old snapshot) deletes nothing and undoes nothing.
-        set_watermark(mosquitto, seq_of["r0"])
-        set_watermark(mosquitto, seq_of["r5"])
+        # The acknowledgement is honoured: the results it names go, the others stay, even those with a
+        # lower sequence (r1 may have been lost on the way while r3, later, was stored).
+        acknowledge(mosquitto, ["r0", "r2", "r3"], seq=seq_of["r3"])
+        assert wait_until(lambda: outbox.depth() == 3)
+        assert sorted(seqs(outbox)) == ["r1", "r4", "r5"]
+        assert outbox.unacked() == 3
+        # Ids it does not hold (another outbox's, already deleted) change nothing.
+        acknowledge(mosquitto, ["r0", "elsewhere"])
+        acknowledge(mosquitto, ["r1", "r4", "r5"], seq=seq_of["r5"])
         assert wait_until(lambda: outbox.depth() == 0)
         assert outbox.unacked() == 0
         # Nothing was published twice: acknowledged in time.
@@ -150,7 +153,7 @@ def test_never_acknowledged_keeps_everything_and_republishes_the_same_id(mosquit
             before = len(sub.payloads(TOPICS.result("inbox")))
             start(run, config(mosquitto, ack_timeout_s=1.0), outbox)
             assert sub.wait_for(lambda m: len(m) >= before + 3, timeout=15)
-            set_watermark(mosquitto, max(seq_of.values()))
+            acknowledge(mosquitto, list("abc"), seq=max(seq_of.values()))
             assert wait_until(lambda: outbox.depth() == 0)
     finally:
         sub.close()
@@ -175,11 +178,11 @@ def test_a_full_outbox_of_unacknowledged_results_is_back_pressure(mosquitto, tmp
         start(run, config(mosquitto, ack_timeout_s=60), outbox)
         assert wait_until(lambda: outbox.unacked() == 3)
         assert outbox.is_full()  # sent but not acknowledged still counts against the bound
-        set_watermark(mosquitto, max(seqs(outbox).values()))
+        acknowledge(mosquitto, ["a", "b", "c"])
         assert wait_until(lambda: not outbox.is_full() and outbox.depth() == 0)
 
 
-def test_a_new_outbox_never_reuses_sequences_an_old_watermark_covers(tmp_path) -> None:
+def test_a_new_outbox_never_reuses_sequences_already_stored(tmp_path) -> None:
     with Outbox(tmp_path / "old.sqlite3") as old:
         put_results(old, ["a"])
         old_seq = seqs(old)["a"]
@@ -197,3 +200,35 @@ def test_with_seq_and_problems() -> None:
     assert problems({"id": 5, "device_id": "d"}) == "id is not a non-empty str"
     assert problems({"id": "a", "device_id": "d", "seq": "3"}) == "seq is not an int"
     assert problems([1]) == "not a JSON object but list"
+
+
+def test_an_unreadable_acknowledgement_is_ignored(mosquitto, outbox, run) -> None:
+    put_results(outbox, ["a"])
+    pub = start(run, config(mosquitto, ack_timeout_s=60), outbox)
+    assert wait_until(lambda: outbox.unacked() == 1)
+    acknowledge(mosquitto, "a")  # type: ignore[arg-type]  # a string, not a list
+    acknowledge(mosquitto, ["a"], seq=5)
+    assert wait_until(lambda: outbox.depth() == 0)
+    assert pub._e2e is not None and pub._e2e.highest_stored == 5 and pub._e2e.acknowledged == 1
+
+
+def test_a_version_1_outbox_keeps_its_messages(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "v1.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, msg_id TEXT NOT NULL UNIQUE,"
+        " topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
+        " created_at REAL NOT NULL, printed INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO messages (msg_id, topic, payload, qos, retain, created_at)"
+        " VALUES ('old', 't', x'00', 1, 0, 0);"
+        "PRAGMA user_version=1;"
+    )
+    db.close()
+    with Outbox(path) as ob:
+        (msg,) = ob.peek(5)
+        assert msg.msg_id == "old" and msg.seq == 1 and msg.sent_at is None
+        put_results(ob, ["new"])
+        assert seqs(ob)["new"] == 2  # the old file's sequence goes on
+        assert ob.mark_sent(["old"]) == 1 and ob.unacked() == 1

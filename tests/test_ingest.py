@@ -1,28 +1,25 @@
 """`edge-ocr ingest`: a real ingester process, a real mosquitto, a real PostgreSQL cluster (initdb, loopback).
 
 Results land exactly once; duplicates are absorbed and counted; a tampered or partial message is refused
-with its reason and counted, never stored; the watermark is published only after the commit, so an
-end_to_end device drains its outbox; an ingester killed -9 and restarted loses nothing.
+with its reason and counted, never stored; the acknowledgement is published only after the commit, so
+an end_to_end device drains its outbox; an ingester killed -9 and restarted loses nothing.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_broker import HOST, Mosquitto, free_port, wait_until
+from mqtt_broker import HOST, Mosquitto, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_ocr.config import MqttConfig
@@ -31,9 +28,10 @@ from edge_ocr.publish import Topics
 from edge_ocr.publish.mqtt import MqttPublisher
 
 psycopg = pytest.importorskip("psycopg", reason="the [fleet] extra (psycopg) is not installed")
+from fleet_harness import REPO, IngestProcess, fresh_database, rows  # noqa: E402
+
 from edge_ocr.bench.devpostgres import Postgres, postgres_bin  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 PREFIX = "edge-ocr"
 
 
@@ -50,76 +48,7 @@ def cluster() -> Iterator[Postgres]:
 def dsn(cluster: Postgres, request: pytest.FixtureRequest) -> str:
     """A fresh database per test."""
     name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:50].lower()
-    with psycopg.connect(cluster.dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
-    return cluster.dsn.rsplit("/", 1)[0] + f"/{name}"
-
-
-RESULTS = "SELECT device_id, id, seq FROM edge_ocr_results ORDER BY device_id, id"
-
-
-def rows(dsn: str, sql: str = RESULTS) -> list:
-    try:
-        with psycopg.connect(dsn) as conn:
-            return conn.execute(sql).fetchall()
-    except psycopg.errors.UndefinedTable:
-        return []
-
-
-class IngestProcess:
-    """`python -m edge_ocr ingest` with flags alone, on its own HTTP port."""
-
-    def __init__(self, workdir: Path, broker: Mosquitto, dsn: str, client_id: str = "ingest-test") -> None:
-        self.workdir = workdir
-        self.http_port = free_port()
-        self.args = [sys.executable, "-m", "edge_ocr", "ingest", "--mqtt", broker.url, "--dsn", dsn,
-                     "--client-id", client_id, "--http", f"{HOST}:{self.http_port}"]  # fmt: skip
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> IngestProcess:
-        self.starts += 1
-        log = open(self.workdir / f"ingest-{self.starts}.log", "wb")  # noqa: SIM115 (the process keeps it)
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        assert wait_until(lambda: self.health()[0] == 200, 20), self.log()
-        return self
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{self.http_port}{path}", timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
-
-    def health(self) -> tuple[int, dict[str, Any]]:
-        code, body = self.get("/healthz")
-        return code, (json.loads(body) if body else {})
-
-    def metric(self, name: str) -> float:
-        """The value of one sample line (`name` includes its labels), 0 when absent."""
-        for line in self.get("/metrics")[1].splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-        return 0.0
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("ingest-*.log")))
+    return fresh_database(cluster.dsn, name)
 
 
 @pytest.fixture
@@ -219,7 +148,7 @@ def test_device_status_and_health_land_in_a_table(mosquitto, dsn, tmp_path, inge
     assert wait_until(lambda: rows(dsn, "SELECT name, state FROM edge_ocr_bridges") == [("site-1", "0")], 15)
 
 
-def test_the_watermark_follows_the_commit_and_an_end_to_end_device_drains(
+def test_the_acknowledgement_follows_the_commit_and_an_end_to_end_device_drains(
     mosquitto, cluster, dsn, tmp_path, ingesters
 ):
     """A real publisher and outbox in end_to_end mode: nothing is deleted while the database refuses."""
@@ -271,7 +200,7 @@ def test_an_ingester_killed_and_restarted_loses_nothing(mosquitto, dsn, tmp_path
     ing.start()
     assert wait_until(lambda: len(rows(dsn)) == 200, 30), ing.log()
     assert sorted(r[1] for r in rows(dsn)) == [f"k{i:03d}" for i in range(200)]
-    # And the device's watermark says all of it.
+    # And the device's acknowledgement says the highest sequence stored is the last one.
     got: list[bytes] = []
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"wm-{os.getpid()}")
     sub.on_message = lambda c, u, m: got.append(bytes(m.payload))
@@ -279,7 +208,7 @@ def test_an_ingester_killed_and_restarted_loses_nothing(mosquitto, dsn, tmp_path
     sub.subscribe(f"{PREFIX}/ack/pi-k", 1)
     sub.loop_start()
     try:
-        assert wait_until(lambda: bool(got) and json.loads(got[-1]) == {"seq": 200}, 10), got
+        assert wait_until(lambda: bool(got) and json.loads(got[-1])["seq"] == 200, 10), got
     finally:
         sub.disconnect()
         sub.loop_stop()

@@ -27,7 +27,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +129,8 @@ class Mosquitto:
         users: dict[str, str] | None = None,
         tls: TlsFiles | None = None,
         require_certificate: bool = False,
+        save_every_change: bool = True,
+        extra_conf: Sequence[str] = (),
     ) -> None:
         binary = mosquitto_binary()
         if binary is None:
@@ -140,6 +142,10 @@ class Mosquitto:
         self.users = dict(users or {})
         self.tls = tls
         self.require_certificate = require_certificate
+        # False: mosquitto's own defaults (a snapshot every 30 min), what a site broker runs: a kill -9
+        # then loses what it acknowledged since (mosquitto #1855), which the fleet tests need to show.
+        self.save_every_change = save_every_change
+        self.extra_conf = list(extra_conf)  # e.g. a bridge's `connection` section, written last
         self.conf = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -154,8 +160,7 @@ class Mosquitto:
             f"user {pwd.getpwuid(os.getuid()).pw_name}",  # as root, mosquitto would drop to `mosquitto`
             "persistence true",
             f"persistence_location {self.workdir}/",
-            "autosave_on_changes true",
-            "autosave_interval 1",
+            *(["autosave_on_changes true", "autosave_interval 1"] if self.save_every_change else []),
             "log_type all",
             "connection_messages true",
         ]
@@ -173,6 +178,7 @@ class Mosquitto:
                 f"keyfile {self.tls.server_key}",
                 f"require_certificate {'true' if self.require_certificate else 'false'}",
             ]
+        lines += self.extra_conf
         self.conf.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 10.0) -> Mosquitto:

@@ -207,8 +207,8 @@ class MqttConfig(Section):
         "broker",
         description=(
             "When a result leaves the outbox. broker: at the broker's PUBACK. end_to_end: when the fleet's "
-            "ingester says it stored it (the retained watermark <topic_prefix>/ack/<device_id>); until then "
-            "it is kept, counted as sent and not yet acknowledged, and published again after ack_timeout_s."
+            "ingester names it as stored (retained on <topic_prefix>/ack/<device_id>); until then it is "
+            "kept, counted as sent and not yet acknowledged, and published again after ack_timeout_s."
         ),
     )
     ack_timeout_s: StrictFloat = Field(

@@ -3,8 +3,9 @@
 - **Nothing acknowledged before it is committed.** paho's manual acks: a result's PUBACK goes to the
   broker only after the transaction holding it committed. An ingester killed -9 leaves its results
   unacknowledged in its persistent session (``clean_session false``, a fixed client id), and the broker
-  sends them again when it is back. The same holds for the device: its watermark is published after
-  the commit (`Store.insert` reads it back inside the transaction).
+  sends them again when it is back. The same holds for the device: its acknowledgement (retained,
+  ``<prefix>/ack/<device_id>``, ``{"seq": highest stored, "ids": [...]}``) is published after the commit
+  and names only the ids the commit holds.
 - **Several ingesters** share the results through ``$share/<group>/<prefix>/+/result/#`` (mosquitto,
   NATS, RabbitMQ 3.13+ support shared subscriptions; with ``share_group: none`` each ingester takes
   everything and the database absorbs the duplicates). Status, health and bridge topics are retained and
@@ -211,8 +212,8 @@ class Ingester:
         for item in batch:
             self._ack(item.mid, item.qos)
         if rows:
-            for device, seq in outcome.watermarks.items():
-                payload = json.dumps({"seq": seq}, separators=(",", ":"))
+            for device, ids in outcome.ids.items():
+                payload = json.dumps({"seq": outcome.highest.get(device), "ids": ids}, separators=(",", ":"))
                 self.client.publish(ack_topic(self.cfg.topic_prefix, device), payload, qos=1, retain=True)
 
 

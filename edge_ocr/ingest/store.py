@@ -1,10 +1,11 @@
-"""The fleet's store: PostgreSQL tables, the exactly-once batch insert and the per-device watermarks.
+"""The fleet's store: PostgreSQL tables, the exactly-once batch insert and what to acknowledge per device.
 
 - ``edge_ocr_results``: one row per result, ``UNIQUE (device_id, id)``. A batch is one transaction with
   ``INSERT ... ON CONFLICT DO NOTHING``: a result sent again (a device's republish, a broker's redelivery
   after a crash, two ingesters both subscribed) is absorbed and counted, never a second row.
-- The watermark of a device is the highest ``seq`` stored for it, read back in the same transaction,
-  after the insert: what is published is what is committed.
+- What a device is told after the commit: the ids of its results the batch holds (new or absorbed) and
+  the highest ``seq`` stored for it, read back in the same transaction: what is acknowledged is what is
+  committed.
 - ``edge_ocr_devices``: the retained status and health of each device and the time a message last came
   from it; ``edge_ocr_bridges``: the site brokers' bridge notifications (``1`` connected, ``0`` not).
 - The tables are created if missing (``CREATE ... IF NOT EXISTS``); several ingesters may start at once,
@@ -72,7 +73,8 @@ class Row:
 class BatchOutcome:
     inserted: int
     duplicates: int
-    watermarks: dict[str, int]  # device_id -> highest seq stored, for the devices of the batch
+    ids: dict[str, list[str]]  # device_id -> the ids of its results this batch holds (new or absorbed)
+    highest: dict[str, int]  # device_id -> highest seq stored, for the devices of the batch
 
 
 class Store:
@@ -101,7 +103,7 @@ class Store:
         return self._conn
 
     def insert(self, rows: Sequence[Row]) -> BatchOutcome:
-        """Store `rows` in one transaction; returns what was new, what was absorbed, the watermarks."""
+        """Store `rows` in one transaction; returns what was new, what was absorbed, what to acknowledge."""
         devices = sorted({r.device_id for r in rows})
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
@@ -127,7 +129,10 @@ class Store:
         except psycopg.Error as exc:
             self._reset()
             raise StoreError(f"cannot store {len(rows)} results: {exc}") from exc
-        return BatchOutcome(inserted, len(rows) - inserted, marks)
+        ids: dict[str, list[str]] = {}
+        for r in rows:
+            ids.setdefault(r.device_id, []).append(r.id)
+        return BatchOutcome(inserted, len(rows) - inserted, ids, marks)
 
     def device_state(self, device_id: str, kind: str, payload: bytes) -> None:
         """A device's retained status (text) or health (JSON) as it is now."""

@@ -1,22 +1,26 @@
-"""End-to-end acknowledgement (``mqtt.delivery: end_to_end``): the device side of the fleet's watermark.
+"""End-to-end acknowledgement (``mqtt.delivery: end_to_end``): the device's side of it.
 
 A broker's PUBACK says the *first* hop has the message. A mosquitto bridge acknowledges before the message
 is on disk (mosquitto #1855), so a site broker killed -9 loses what it acked since its last snapshot;
-only the fleet's ingester knows that a result is stored. It publishes, retained, the highest outbox
-sequence of each device it committed (``<prefix>/ack/<device_id>``, ``{"seq": N}``). Here:
+only the fleet's ingester knows that a result is stored. After each commit it publishes, retained, on
+``<prefix>/ack/<device_id>``: ``{"seq": N, "ids": [...]}``, the ids of this device's results the commit
+holds (new rows and duplicates it absorbed) and, for monitoring, the highest outbox sequence stored.
 
 - A result (a message on ``<p>/result/...``) is sent carrying its outbox sequence (`with_seq`). Its
-  PUBACK marks it sent in the outbox; it is deleted once a watermark covers its sequence.
+  PUBACK marks it sent in the outbox; it is deleted when an acknowledgement names its id.
+- **Ids, not "everything up to seq N".** A watermark of the highest sequence stored deletes results
+  that were lost on the way: a site broker killed -9 loses its backlog, the device's later results get
+  through, their higher sequence would cover the lost ones, and the device would delete them unstored
+  (tests/test_fleet_faults.py measured exactly that: 60 of 600 lost). The ingester cannot compute a
+  gap-free sequence either, since a device's sequence also numbers messages it never stores.
+- A result sent and not acknowledged within ``ack_timeout_s`` is peeked again and republished with the
+  same id and sequence. The ingester absorbs the duplicate by ``(device_id, id)`` and acknowledges it
+  again: an acknowledgement missed while the device was offline (only the last one is retained) costs a
+  republish, never a result.
 - Everything else in the outbox (a region's retained state copy, which the ingester does not store) is
-  deleted at PUBACK as in ``broker`` mode: a watermark never covers it, and waiting for one would
-  republish it forever.
-- A result sent and not covered within ``ack_timeout_s`` is peeked again and republished with the same
-  id and sequence; the ingester absorbs the duplicate by ``(device_id, id)``.
-- The watermark only ever grows here: a retained older one (a broker restored from an old snapshot)
-  must not hold back deletions already done. A new outbox starts its sequence far beyond any old one
-  (see `edge_ocr.outbox`), so a larger watermark of a replaced outbox covers nothing of the new.
+  deleted at PUBACK as in ``broker`` mode: no acknowledgement would ever name it.
 
-The watermark arrives on paho's network thread (`on_watermark`) and is applied on the publisher thread
+Acknowledgements arrive on paho's network thread (`on_ack`) and are applied on the publisher thread
 (`settle`), keeping fsyncs off the network thread. The object has one owner, the publisher.
 """
 
@@ -39,17 +43,18 @@ log = logging.getLogger(__name__)
 
 
 class EndToEnd:
-    """Which messages wait for the fleet, the last watermark, and when a result is overdue."""
+    """Which messages wait for the fleet, the acknowledgements received, and when a result is overdue."""
 
     def __init__(self, topics: Topics, ack_timeout_s: float) -> None:
         self.topics = topics
         self.ack_timeout_s = ack_timeout_s
         self._result_head = f"{topics.base}/result/"
         self._lock = threading.Lock()
-        self._watermark: int | None = None
-        self._applied: int | None = None  # the watermark at the last `settle` that deleted with it
-        self._waiting: set[str] = set()  # msg_ids sent that wait for the watermark, not yet marked sent
+        self._stored: list[str] = []  # ids the fleet acknowledged, not yet deleted here
+        self._waiting: set[str] = set()  # msg_ids sent that wait for the fleet, not yet marked sent
+        self.highest_stored: int | None = None  # the fleet's highest stored sequence (monitoring)
         self.republished = 0
+        self.acknowledged = 0
         self._next_overdue_check = 0.0
 
     def waits_for_fleet(self, msg: Message) -> bool:
@@ -86,50 +91,50 @@ class EndToEnd:
         self._next_overdue_check = now + min(1.0, self.ack_timeout_s / 4)
         return True
 
-    @property
-    def watermark(self) -> int | None:
-        with self._lock:
-            return self._watermark
-
     def on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        """paho's callback for the watermark topic."""
-        self.on_watermark(bytes(message.payload))
+        """paho's callback for the acknowledgement topic."""
+        self.on_ack(bytes(message.payload))
 
-    def on_watermark(self, payload: bytes) -> None:
-        """A watermark message (network thread); an unreadable one is logged and ignored."""
+    def on_ack(self, payload: bytes) -> None:
+        """An acknowledgement (network thread); an unreadable one is logged and ignored."""
         try:
-            seq = json.loads(payload)["seq"]
-            if not isinstance(seq, int) or isinstance(seq, bool):
-                raise TypeError(f"seq is {type(seq).__name__}")
-        except (ValueError, KeyError, TypeError) as exc:
+            doc = json.loads(payload)
+            ids = doc["ids"]
+            seq = doc.get("seq")
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise TypeError("ids is not a list of strings")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             if payload:  # an empty retained payload clears the topic: nothing to say about it
-                log.warning("MQTT: ignoring an unreadable watermark on %s: %s", self.topics.ack, exc)
+                log.warning("MQTT: ignoring an unreadable acknowledgement on %s: %s", self.topics.ack, exc)
             return
         with self._lock:
-            if self._watermark is None or seq > self._watermark:
-                self._watermark = seq
+            self._stored.extend(ids)
+            if isinstance(seq, int) and (self.highest_stored is None or seq > self.highest_stored):
+                self.highest_stored = seq
 
     def settle(self, outbox: Outbox, acked: Iterable[str]) -> list[str]:
-        """Record PUBACKs and apply the watermark; returns the acked ids that are done at PUBACK.
+        """Record PUBACKs and delete what the fleet stored; returns the acked ids that are done at PUBACK.
 
         Results among `acked` are marked sent (their rows stay); the rest go back to the caller to be
-        deleted as in broker mode. Then the rows the watermark covers are deleted.
+        deleted as in broker mode.
         """
         acked = list(acked)
         with self._lock:
             results = [m for m in acked if m in self._waiting]
-            watermark = self._watermark
+            stored, self._stored = self._stored, []
         done = set(results)
         others = [m for m in acked if m not in done]
-        if results:
-            outbox.mark_sent(results)
+        try:
+            if results:
+                outbox.mark_sent(results)
+                with self._lock:
+                    self._waiting.difference_update(results)
+            if stored:
+                self.acknowledged += outbox.ack_many(stored)
+        except BaseException:
             with self._lock:
-                self._waiting.difference_update(results)
-        if watermark is not None and (results or watermark != self._applied):
-            removed = outbox.ack_through(watermark)
-            self._applied = watermark
-            if removed:
-                log.debug("MQTT: the fleet acknowledged %d results (through seq %d)", removed, watermark)
+                self._stored[:0] = stored  # applied again next round
+            raise
         return others
 
 

@@ -11,10 +11,10 @@ Contract (see `topics` for the layout):
   again on a clean stop, before disconnecting (a clean disconnect does not fire the will).
 - Results are sent in outbox order with their stored QoS (1 by default), at most ``max_inflight`` at a
   time, and deleted from the outbox only after the broker's PUBACK (``on_publish``) or, with
-  ``delivery: end_to_end``, once the fleet's watermark covers them (`delivery.EndToEnd`). A mid -> msg_id map
-  ties the two; ``on_publish`` runs under paho's own lock and may fire before ``publish()`` has
-  returned the mid, so an early ack is parked until the mid is registered. Deletion is batched on the
-  publisher thread, keeping fsyncs off the network thread.
+  ``delivery: end_to_end``, once the fleet's ingester says it stored them (`delivery.EndToEnd`). A
+  mid -> msg_id map ties the two; ``on_publish`` runs under paho's own lock and may fire before
+  ``publish()`` has returned the mid, so an early ack is parked until the mid is registered. Deletion
+  is batched on the publisher thread, keeping fsyncs off the network thread.
 - On a lost connection the unacknowledged messages stay in the outbox *and* in paho's session queue;
   paho resends them (DUP) after the reconnect, so they are not sent twice by us. After a restart of the
   process they are sent again from the outbox (same id; consumers drop duplicates by id).

@@ -14,11 +14,11 @@ Topics (``<p>`` is ``<topic_prefix>/<device_id>``):
 - ``<p>/cmd/<verb>``: commands; each answer goes to ``<p>/cmd/<verb>/reply`` (one reply topic per verb,
   so a client waits on exactly the topic of the command it sent; ``cmd/+`` does not match it, so the
   device never receives its own replies).
-- ``<topic_prefix>/ack/<device_id>``: retained JSON ``{"seq": N}`` written by the fleet's ingester
-  (``edge-ocr ingest``): the highest outbox sequence of this device it stored. With
-  ``mqtt.delivery: end_to_end`` the device deletes its results sent up to N. It lives outside the
-  device's own tree so a site broker's bridge carries one pattern back (``topic <prefix>/ack/# in 1``)
-  and a device's ACL can give it read-only access there.
+- ``<topic_prefix>/ack/<device_id>``: retained JSON ``{"seq": N, "ids": [...]}`` written by the fleet's
+  ingester (``edge-ocr ingest``) after each commit: the ids of this device's results it holds, and the
+  highest outbox sequence stored. With ``mqtt.delivery: end_to_end`` the device deletes the results
+  named. It lives outside the device's own tree so a site broker's bridge carries one pattern back
+  (``topic <prefix>/ack/# in 1``) and a device's ACL can give it read-only access there.
 
 The ingester subscribes to every device at once through the filters `result_filter`, `status_filter`
 and `health_filter`; `device_of` reads the device id back out of a topic.

@@ -1,0 +1,92 @@
+"""The fleet's processes for tests: the ingester as a real process (`python -m edge_ocr ingest`, flags
+alone), a throw-away PostgreSQL, and reading rows back. Used by test_ingest.py and test_fleet_faults.py."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from mqtt_broker import HOST, Mosquitto, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = "SELECT device_id, id, seq FROM edge_ocr_results ORDER BY device_id, id"
+
+
+def rows(dsn: str, sql: str = RESULTS) -> list:
+    try:
+        with psycopg.connect(dsn) as conn:
+            return conn.execute(sql).fetchall()
+    except psycopg.errors.UndefinedTable:
+        return []
+
+
+def fresh_database(cluster_dsn: str, name: str) -> str:
+    """A new, empty database in the cluster; its DSN."""
+    with psycopg.connect(cluster_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return cluster_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+class IngestProcess:
+    """`python -m edge_ocr ingest` with flags alone, on its own HTTP port."""
+
+    def __init__(self, workdir: Path, broker: Mosquitto, dsn: str, client_id: str = "ingest-test") -> None:
+        self.workdir = workdir
+        self.client_id = client_id
+        self.http_port = free_port()
+        self.args = [sys.executable, "-m", "edge_ocr", "ingest", "--mqtt", broker.url, "--dsn", dsn,
+                     "--client-id", client_id, "--http", f"{HOST}:{self.http_port}"]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> IngestProcess:
+        self.starts += 1
+        log = open(self.workdir / f"ingest-{self.client_id}-{self.starts}.log", "wb")  # noqa: SIM115 (the process keeps it)
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        assert wait_until(lambda: self.health()[0] == 200, 20), self.log()
+        return self
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.http_port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        code, body = self.get("/healthz")
+        return code, (json.loads(body) if body else {})
+
+    def metric(self, name: str) -> float:
+        """The value of one sample line (`name` includes its labels), 0 when absent."""
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        logs = sorted(self.workdir.glob(f"ingest-{self.client_id}-*.log"))
+        return "\n".join(p.read_text(errors="replace") for p in logs)
