@@ -146,6 +146,13 @@ def test_device_status_and_health_land_in_a_table(mosquitto, dsn, tmp_path, inge
     sql = "SELECT device_id, status, health FROM edge_ocr_devices"
     assert wait_until(lambda: rows(dsn, sql) == [("pi-a", "online", {"problem": True, "reason": "disk"})], 15)
     assert wait_until(lambda: rows(dsn, "SELECT name, state FROM edge_ocr_bridges") == [("site-1", "0")], 15)
+    view = "SELECT device_id, state, degraded, degraded_reason FROM edge_ocr_device_view"
+    # Online by its retained status, but never heard from: its site broker may be gone.
+    assert rows(dsn, view) == [("pi-a", "unreachable", True, "disk")]
+    device.send(f"{PREFIX}/pi-a/stats", json.dumps({"processed": 1}))
+    assert wait_until(lambda: rows(dsn, view) == [("pi-a", "online", True, "disk")], 15)
+    device.send(f"{PREFIX}/pi-a/status", "offline", retain=True)
+    assert wait_until(lambda: rows(dsn, view)[0][1] == "offline", 15)
 
 
 def test_the_acknowledgement_follows_the_commit_and_an_end_to_end_device_drains(

@@ -47,6 +47,12 @@ class IngestConfig(Section):
         0.05, ge=0, le=5, description="How long a batch waits to fill before it is committed."
     )
     keepalive: StrictInt = Field(30, ge=5, le=65535, description="MQTT keepalive in seconds.")
+    unreachable_after_s: StrictFloat = Field(
+        180.0,
+        ge=1,
+        description="A device whose status is online but not heard from (a result, its stats) for this "
+        "long shows as unreachable in edge_ocr_device_view; about 3x the devices' mqtt.stats_interval_s.",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> IngestConfig:

@@ -9,7 +9,7 @@
 - **Several ingesters** share the results through ``$share/<group>/<prefix>/+/result/#`` (mosquitto,
   NATS, RabbitMQ 3.13+ support shared subscriptions; with ``share_group: none`` each ingester takes
   everything and the database absorbs the duplicates). Status, health and bridge topics are retained and
-  small: every ingester takes them all.
+  small, stats are periodic: every ingester takes them all (a device's stats only mark it as heard from).
 - **A bad message is refused, never stored**: not JSON, not an object, no id or device_id, a device_id
   that is not the topic's, wrong types. It is counted by reason, logged, and acknowledged (sending it
   again would not make it valid).
@@ -36,7 +36,14 @@ from edge_ocr.errors import StoreError
 from edge_ocr.ingest.config import IngestConfig
 from edge_ocr.ingest.health import IngestMetrics
 from edge_ocr.ingest.store import Row, Store
-from edge_ocr.publish.topics import ack_topic, device_of, health_filter, result_filter, status_filter
+from edge_ocr.publish.topics import (
+    ack_topic,
+    device_of,
+    health_filter,
+    result_filter,
+    stats_filter,
+    status_filter,
+)
 from edge_ocr.results import problems
 
 __all__ = ["BRIDGE_FILTER", "Ingester", "parse_result"]
@@ -90,6 +97,8 @@ class Ingester:
             (status_filter(cfg.topic_prefix), 1),
             (health_filter(cfg.topic_prefix), 1),
             (BRIDGE_FILTER, 1),
+            # QoS 0 and periodic: only to tell a device still heard from one whose broker went away.
+            (stats_filter(cfg.topic_prefix), 0),
         ]
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id, clean_session=False)
         client.manual_ack_set(True)
@@ -206,7 +215,7 @@ class Ingester:
             if item.row is None and item.name:
                 if item.kind == "bridge":
                     self.store.bridge_state(item.name, item.payload)
-                elif item.kind in ("status", "health"):
+                elif item.kind in ("status", "health", "stats"):
                     self.store.device_state(item.name, item.kind, item.payload)
         # Only now, after the commit: the broker may forget them, and the devices may delete them.
         for item in batch:

@@ -34,7 +34,7 @@ def run(cfg: IngestConfig, stop: threading.Event | None = None) -> int:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    store = Store(cfg.dsn).open()
+    store = Store(cfg.dsn, unreachable_after_s=cfg.unreachable_after_s).open()
     metrics = IngestMetrics()
     http = HealthServer(cfg.http_address, metrics) if cfg.http_address else None
     try:

@@ -7,7 +7,8 @@
   the highest ``seq`` stored for it, read back in the same transaction: what is acknowledged is what is
   committed.
 - ``edge_ocr_devices``: the retained status and health of each device and the time a message last came
-  from it; ``edge_ocr_bridges``: the site brokers' bridge notifications (``1`` connected, ``0`` not).
+  from it; ``edge_ocr_bridges``: the site brokers' bridge notifications (``1`` connected, ``0`` not);
+  the view ``edge_ocr_device_view``: online, offline or unreachable, degraded and why, results stored.
 - The tables are created if missing (``CREATE ... IF NOT EXISTS``); several ingesters may start at once,
   so creation runs under an advisory lock.
 
@@ -58,6 +59,25 @@ CREATE TABLE IF NOT EXISTS edge_ocr_bridges (
 """
 
 
+# A device's state for a fleet view. Its retained status says "online" while its site broker holds the
+# connection, and stays "online" on the core when the site broker or its bridge dies (the device's will
+# is never fired there): so "online" and not heard from (a result or its periodic stats) for
+# unreachable_after_s reads as unreachable.
+_VIEW = """
+CREATE OR REPLACE VIEW edge_ocr_device_view AS
+SELECT device_id,
+       CASE WHEN status = 'online'
+                 AND (last_seen_at IS NULL OR last_seen_at < now() - interval '{unreachable}')
+            THEN 'unreachable'
+            ELSE coalesce(status, 'unknown') END AS state,
+       coalesce(health->>'problem' = 'true', false) AS degraded,
+       health->>'reason' AS degraded_reason,
+       status, status_at, last_seen_at,
+       (SELECT count(*) FROM edge_ocr_results r WHERE r.device_id = d.device_id) AS results
+FROM edge_ocr_devices d
+"""
+
+
 @dataclass(frozen=True)
 class Row:
     """One valid result, as the consumer parsed it."""
@@ -80,8 +100,9 @@ class BatchOutcome:
 class Store:
     """A connection to the fleet's database; `open()` creates the tables if missing."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, unreachable_after_s: float = 180.0) -> None:
         self.dsn = dsn
+        self.unreachable_after_s = unreachable_after_s
         self._conn: psycopg.Connection[Any] | None = None
 
     def open(self) -> Store:
@@ -90,6 +111,7 @@ class Store:
             with self._conn.transaction(), self._conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 cur.execute(_SCHEMA)
+                cur.execute(_VIEW.replace("{unreachable}", f"{float(self.unreachable_after_s)!r} seconds"))
         except psycopg.Error as exc:
             self.close()
             raise StoreError(f"cannot open the fleet database ({_where(self.dsn)}): {exc}") from exc
@@ -138,7 +160,13 @@ class Store:
         """A device's retained status (text) or health (JSON) as it is now."""
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
-                if kind == "status":
+                if kind == "stats":  # only "heard from now": the stats themselves are not kept
+                    cur.execute(
+                        "INSERT INTO edge_ocr_devices (device_id, last_seen_at) VALUES (%s, now())"
+                        " ON CONFLICT (device_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+                        (device_id,),
+                    )
+                elif kind == "status":
                     cur.execute(
                         "INSERT INTO edge_ocr_devices (device_id, status, status_at) VALUES (%s, %s, now())"
                         " ON CONFLICT (device_id) DO UPDATE SET status = excluded.status,"

@@ -20,8 +20,8 @@ Topics (``<p>`` is ``<topic_prefix>/<device_id>``):
   named. It lives outside the device's own tree so a site broker's bridge carries one pattern back
   (``topic <prefix>/ack/# in 1``) and a device's ACL can give it read-only access there.
 
-The ingester subscribes to every device at once through the filters `result_filter`, `status_filter`
-and `health_filter`; `device_of` reads the device id back out of a topic.
+The ingester subscribes to every device at once through the filters `result_filter`, `status_filter`,
+`health_filter` and `stats_filter`; `device_of` reads the device id back out of a topic.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ __all__ = [
     "device_of",
     "health_filter",
     "result_filter",
+    "stats_filter",
     "status_filter",
 ]
 
@@ -101,6 +102,10 @@ def result_filter(prefix: str) -> str:
 
 def status_filter(prefix: str) -> str:
     return f"{prefix}/+/status"
+
+
+def stats_filter(prefix: str) -> str:
+    return f"{prefix}/+/stats"
 
 
 def health_filter(prefix: str) -> str:
