@@ -194,6 +194,10 @@ def _verify(models_dir: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.fleet:
+        from edge_ocr.bench import fleet as bench_fleet
+
+        return bench_fleet.main(["--faults"] if args.fleet_faults else [])
     if args.meters:
         from edge_ocr.bench import meters as bench_meters
 
@@ -374,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--api", action="store_true", help="requests/s, p50/p95 of POST /api/ocr vs the engine alone"
         )
+        p.add_argument(
+            "--fleet", action="store_true",
+            help="results/s, latency (median, p95) and rows/s per ingester through devices -> site brokers ->"
+            " core -> ingesters -> PostgreSQL (needs mosquitto, postgresql and the [fleet] extra)",
+        )  # fmt: skip
+        p.add_argument("--fleet-faults", action="store_true",
+                       help="--fleet: cut a bridge link, kill an ingester in the steady phase")  # fmt: skip
         p.add_argument("--daemon-kind", choices=["pages", "lines"], default="pages")
         p.add_argument("--daemon-n", type=int, default=12, help="files in the daemon throughput burst")
         p.add_argument(

@@ -129,14 +129,14 @@ class Store:
         devices = sorted({r.device_id for r in rows})
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
-                inserted = 0
-                for r in rows:
-                    cur.execute(
-                        "INSERT INTO edge_ocr_results (device_id, id, seq, topic, message)"
-                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device_id, id) DO NOTHING",
-                        (r.device_id, r.id, r.seq, r.topic, Jsonb(r.message)),
-                    )
-                    inserted += cur.rowcount
+                # One statement per row, sent in one pipeline (psycopg's executemany): no round trip
+                # per row; rowcount is the sum, so what was absorbed is the rest.
+                cur.executemany(
+                    "INSERT INTO edge_ocr_results (device_id, id, seq, topic, message)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (device_id, id) DO NOTHING",
+                    [(r.device_id, r.id, r.seq, r.topic, Jsonb(r.message)) for r in rows],
+                )
+                inserted = max(0, cur.rowcount)
                 cur.execute(
                     "SELECT device_id, max(seq) FROM edge_ocr_results WHERE device_id = ANY(%s)"
                     " GROUP BY device_id",
