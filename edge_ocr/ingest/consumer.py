@@ -6,10 +6,11 @@
   sends them again when it is back. The same holds for the device: its acknowledgement (retained,
   ``<prefix>/ack/<device_id>``, ``{"seq": highest stored, "ids": [...]}``) is published after the commit
   and names only the ids the commit holds.
-- **Several ingesters** share the results through ``$share/<group>/<prefix>/+/result/#`` (mosquitto,
-  NATS, RabbitMQ 3.13+ support shared subscriptions; with ``share_group: none`` each ingester takes
-  everything and the database absorbs the duplicates). Status, health and bridge topics are retained and
-  small, stats are periodic: every ingester takes them all (a device's stats only mark it as heard from).
+- **Several ingesters** share the results through ``$share/<group>/<prefix>/+/result/#`` (mosquitto
+  2.0 supports shared subscriptions for MQTT 3.1.1 clients; other brokers must be checked). With
+  ``share_group: none`` each ingester takes everything and the database absorbs the duplicates. Status,
+  health and bridge topics are retained and small, stats are periodic: every ingester takes them all (a
+  device's stats only mark it as heard from).
 - **A bad message is refused, never stored**: not JSON, not an object, no id or device_id, a device_id
   that is not the topic's, wrong types. It is counted by reason, logged, and acknowledged (sending it
   again would not make it valid).
