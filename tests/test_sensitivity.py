@@ -62,3 +62,13 @@ def test_keeping_the_worst_layer_fp32_brings_int8_closer_to_fp32(tiny_rec):
 
     assert fp32_itself < 1e-9 and changed == 0
     assert without_worst < everything, (worst, without_worst, everything)
+
+
+def test_the_command_line_reaches_the_tool():
+    from edge_ocr.cli import build_parser
+
+    argv = ["models", "sensitivity", "--model-set", SET, "--role", "det", "--try", "Conv.3,MatMul.12",
+            "--try", "", "--rank-by", "without"]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    assert (args.action, args.role, args.rank_by, args.lines) == ("sensitivity", "det", "without", 0)
+    assert args.try_ == ["Conv.3,MatMul.12", ""]
