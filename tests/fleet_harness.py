@@ -1,5 +1,6 @@
 """The fleet's processes for tests: the ingester as a real process (`python -m edge_ocr ingest`, flags
-alone), a throw-away PostgreSQL, and reading rows back. Used by test_ingest.py and test_fleet_faults.py."""
+alone), a device (a real publisher and outbox), a fresh database, and reading rows back. Used by
+test_ingest.py, test_fleet_faults.py and test_fleet_core_cluster.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +17,14 @@ from typing import Any
 import psycopg
 from mqtt_broker import HOST, Mosquitto, free_port, wait_until
 
+from edge_ocr.config import MqttConfig
+from edge_ocr.outbox import Outbox
+from edge_ocr.publish import Topics
+from edge_ocr.publish.mqtt import MqttPublisher
+from edge_ocr.results import iso
+
 REPO = Path(__file__).resolve().parents[1]
+PREFIX = "edge-ocr"
 RESULTS = "SELECT device_id, id, seq FROM edge_ocr_results ORDER BY device_id, id"
 
 
@@ -38,12 +47,15 @@ def fresh_database(cluster_dsn: str, name: str) -> str:
 class IngestProcess:
     """`python -m edge_ocr ingest` with flags alone, on its own HTTP port."""
 
-    def __init__(self, workdir: Path, broker: Mosquitto, dsn: str, client_id: str = "ingest-test") -> None:
+    def __init__(
+        self, workdir: Path, broker: Mosquitto, dsn: str, client_id: str = "ingest-test",
+        extra: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self.workdir = workdir
         self.client_id = client_id
         self.http_port = free_port()
         self.args = [sys.executable, "-m", "edge_ocr", "ingest", "--mqtt", broker.url, "--dsn", dsn,
-                     "--client-id", client_id, "--http", f"{HOST}:{self.http_port}"]  # fmt: skip
+                     "--client-id", client_id, "--http", f"{HOST}:{self.http_port}", *extra]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -90,3 +102,33 @@ class IngestProcess:
     def log(self) -> str:
         logs = sorted(self.workdir.glob(f"ingest-{self.client_id}-*.log"))
         return "\n".join(p.read_text(errors="replace") for p in logs)
+
+
+class Device:
+    """One device: its outbox and its publisher on a site broker."""
+
+    def __init__(self, name: str, site: Mosquitto, workdir: Path, delivery: str) -> None:
+        self.name = name
+        self.topics = Topics(PREFIX, name)
+        self.outbox = Outbox(workdir / f"{name}.sqlite3", max_messages=100_000)
+        self.stop = threading.Event()
+        cfg = MqttConfig(url=site.url, client_id=name, backoff_min_s=0.1, backoff_max_s=0.5,  # type: ignore[call-arg]
+                         max_inflight=50, delivery=delivery, ack_timeout_s=4)  # fmt: skip
+        self.publisher = MqttPublisher(cfg, name, self.outbox, self.stop)
+        self.n = 0
+
+    def start(self) -> Device:
+        self.publisher.start()
+        return self
+
+    def produce(self, count: int) -> None:
+        for _ in range(count):
+            msg_id = f"{self.name}-{self.n:05d}"
+            body = {"id": msg_id, "device_id": self.name, "text": str(self.n), "processed_at": iso()}
+            self.outbox.put(msg_id, self.topics.result("inbox"), json.dumps(body).encode())
+            self.n += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.publisher.join(15)
+        self.outbox.close()

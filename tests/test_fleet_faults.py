@@ -16,8 +16,6 @@ ingester killed -9 and restarted.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,19 +23,12 @@ from pathlib import Path
 import pytest
 from mqtt_broker import Mosquitto, wait_until
 
-from edge_ocr.config import MqttConfig
-from edge_ocr.outbox import Outbox
-from edge_ocr.publish import Topics
-from edge_ocr.publish.mqtt import MqttPublisher
-from edge_ocr.results import iso
-
 pytest.importorskip("psycopg", reason="the [fleet] extra (psycopg) is not installed")
-from fleet_harness import IngestProcess, fresh_database, rows  # noqa: E402
+from fleet_harness import PREFIX, Device, IngestProcess, fresh_database, rows  # noqa: E402
 
 from edge_ocr.bench.devpostgres import Postgres, postgres_bin  # noqa: E402
 from edge_ocr.bench.devproxy import TcpProxy  # noqa: E402
 
-PREFIX = "edge-ocr"
 BURST = 60  # results per device per phase
 
 
@@ -61,36 +52,6 @@ def bridge_conf(name: str, port: int) -> list[str]:
         f"topic {PREFIX}/+/health out 1",
         f"topic {PREFIX}/ack/# in 1",
     ]
-
-
-class Device:
-    """One device: its outbox and its publisher on a site broker."""
-
-    def __init__(self, name: str, site: Mosquitto, workdir: Path, delivery: str) -> None:
-        self.name = name
-        self.topics = Topics(PREFIX, name)
-        self.outbox = Outbox(workdir / f"{name}.sqlite3", max_messages=100_000)
-        self.stop = threading.Event()
-        cfg = MqttConfig(url=site.url, client_id=name, backoff_min_s=0.1, backoff_max_s=0.5,  # type: ignore[call-arg]
-                         max_inflight=50, delivery=delivery, ack_timeout_s=4)  # fmt: skip
-        self.publisher = MqttPublisher(cfg, name, self.outbox, self.stop)
-        self.n = 0
-
-    def start(self) -> Device:
-        self.publisher.start()
-        return self
-
-    def produce(self, count: int) -> None:
-        for _ in range(count):
-            msg_id = f"{self.name}-{self.n:05d}"
-            body = {"id": msg_id, "device_id": self.name, "text": str(self.n), "processed_at": iso()}
-            self.outbox.put(msg_id, self.topics.result("inbox"), json.dumps(body).encode())
-            self.n += 1
-
-    def close(self) -> None:
-        self.stop.set()
-        self.publisher.join(15)
-        self.outbox.close()
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,7 @@ def test_the_script_installs_what_the_tests_need() -> None:
         "systemd",
         "openssl",
         "postgresql",
+        "nats-server",
     ):
         assert f"need_apt+=({package})" in text, package
     assert 'EXTRAS="daemon,web,build,bench,test,train,fleet"' in text

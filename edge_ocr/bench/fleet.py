@@ -30,6 +30,7 @@ from pathlib import Path
 import psycopg
 
 from edge_ocr.bench.devbroker import HOST, Mosquitto, free_port, wait_until
+from edge_ocr.bench.devnats import NatsCluster
 from edge_ocr.bench.devpostgres import Postgres
 from edge_ocr.bench.devproxy import TcpProxy
 from edge_ocr.config import MqttConfig
@@ -41,22 +42,23 @@ from edge_ocr.results import iso
 PREFIX = "edge-ocr"
 
 
-def bridge_conf(name: str, port: int) -> list[str]:
+def bridge_conf(name: str, ports: list[int], nats: bool = False) -> list[str]:
     """The site broker's bridge as the edge_ocr_site Ansible role writes it, with short timers."""
     return [
         "max_queued_messages 1000000", "max_inflight_messages 100", f"connection {name}",
-        f"address {HOST}:{port}", "bridge_protocol_version mqttv311", "cleansession false",
-        "local_cleansession false", f"remote_clientid bridge-{name}", "notifications true",
-        "keepalive_interval 5", "restart_timeout 1 2", "try_private true",
+        "address " + " ".join(f"{HOST}:{p}" for p in ports), "bridge_protocol_version mqttv311",
+        "cleansession false", "local_cleansession false", f"remote_clientid bridge-{name}",
+        f"notifications {'false' if nats else 'true'}", "keepalive_interval 5", "restart_timeout 1 2",
+        f"try_private {'false' if nats else 'true'}",
         f"topic {PREFIX}/+/result/# out 1", f"topic {PREFIX}/+/status out 1", f"topic {PREFIX}/ack/# in 1",
     ]  # fmt: skip
 
 
 class _Ingester:
-    def __init__(self, core: Mosquitto, dsn: str, name: str, workdir: Path) -> None:
+    def __init__(self, url: str, dsn: str, name: str, workdir: Path, group: str = "ingest") -> None:
         self.http = free_port()
-        self.args = [sys.executable, "-m", "edge_ocr", "ingest", "--mqtt", core.url, "--dsn", dsn,
-                     "--client-id", name, "--http", f"{HOST}:{self.http}"]  # fmt: skip
+        self.args = [sys.executable, "-m", "edge_ocr", "ingest", "--mqtt", url, "--dsn", dsn,
+                     "--client-id", name, "--http", f"{HOST}:{self.http}", "--group", group]  # fmt: skip
         self.log = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -136,13 +138,17 @@ def run(args: argparse.Namespace) -> int:
     # Snapshots every 10 s, not at every change: the dev broker's default (a full snapshot written per
     # message) caps a broker with a persistent subscriber near 150 messages/s.
     sized = ["max_queued_messages 1000000", "max_inflight_messages 100", "autosave_interval 10"]
-    core = Mosquitto(work / "core", save_every_change=False, extra_conf=sized)
-    core.start()
-    proxies = [TcpProxy(core.port) for _ in range(args.sites)]
-    sites = [Mosquitto(work / f"site-{i}", save_every_change=False,
-                       extra_conf=["autosave_interval 60", *bridge_conf(f"site-{i}", p.port)])
+    nats = NatsCluster(3, work / "nats").start() if args.core == "nats" else None
+    core = None if nats else Mosquitto(work / "core", save_every_change=False, extra_conf=sized).start()
+    first, others = (nats.mqtt_ports[0], nats.mqtt_ports[1:]) if nats else (core.port, [])  # type: ignore[union-attr]
+    proxies = [TcpProxy(first) for _ in range(args.sites)]
+    confs = [["autosave_interval 60", *bridge_conf(f"site-{i}", [p.port, *others], bool(nats))]
              for i, p in enumerate(proxies)]  # fmt: skip
-    ingesters = [_Ingester(core, pg.dsn, f"ingest-{i}", work) for i in range(args.ingesters)]
+    sites = [Mosquitto(work / f"site-{i}", save_every_change=False, extra_conf=c)
+             for i, c in enumerate(confs)]  # fmt: skip
+    # NATS's MQTT gateway has no shared subscriptions: each ingester takes everything (on its own node).
+    ingesters = [_Ingester(nats.url(1 + i % 2) if nats else core.url, pg.dsn, f"ingest-{i}", work,  # type: ignore[union-attr]
+                           "none" if nats else "ingest") for i in range(args.ingesters)]  # fmt: skip
     devices: list[_Device] = []
     try:
         for s in sites:
@@ -162,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         wait_until(lambda: all(d.outbox.depth() == 0 for d in devices), 120, 0.05)
         drained_s = time.monotonic() - t0
         rows = [ing.metric("edge_ocr_ingest_rows_total") for ing in ingesters]
-        print(f"fleet burst: {len(devices)} devices, {len(sites)} site brokers, 1 core, "
+        core_text = "a 3-node NATS core" if nats else "1 mosquitto core"
+        print(f"fleet burst: {len(devices)} devices, {len(sites)} site brokers, {core_text}, "
               f"{len(ingesters)} ingesters: {total} results stored in {stored_s:.2f}s = "
               f"{total / stored_s:.0f} results/s through the chain; outboxes drained (acknowledged) "
               f"after {drained_s:.2f}s")  # fmt: skip
@@ -179,6 +186,10 @@ def run(args: argparse.Namespace) -> int:
             if args.faults and tick == ticks // 2:
                 ingesters[0].kill()
                 ingesters[0].start()
+                if nats is not None:  # and the core node the bridges use
+                    nats.kill(0)
+            if nats is not None and args.faults and tick == 3 * ticks // 4:
+                nats.restart(0)
             for d in devices:
                 d.produce(per_tick)
             time.sleep(0.1)
@@ -186,7 +197,11 @@ def run(args: argparse.Namespace) -> int:
         if not wait_until(lambda: _count(pg.dsn) >= total, 300, 0.05):
             raise RuntimeError(f"only {_count(pg.dsn)} of {total} results stored")
         median, p95, n = _latency(pg.dsn, since)
-        faults = "with a bridge link cut and an ingester killed -9" if args.faults else "no faults"
+        faults = "no faults"
+        if args.faults:
+            faults = "with a bridge link cut, an ingester killed -9" + (
+                " and a core node killed -9" if nats else ""
+            )
         print(f"fleet steady ({faults}): {n} results at {per_tick * 10 * len(devices)}/s: end-to-end latency"
               f" median {median * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")  # fmt: skip
         return 0
@@ -197,7 +212,10 @@ def run(args: argparse.Namespace) -> int:
             ing.stop()
         for s in sites:
             s.kill()
-        core.kill()
+        if core is not None:
+            core.kill()
+        if nats is not None:
+            nats.stop()
         for p in proxies:
             p.close()
         pg.stop()
@@ -211,6 +229,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=20, help="--fleet: steady results/s per device")
     parser.add_argument("--seconds", type=float, default=6, help="--fleet: steady phase length")
     parser.add_argument("--faults", action="store_true", help="--fleet: cut a bridge, kill an ingester")
+    parser.add_argument("--core", choices=["mosquitto", "nats"], default="mosquitto",
+                        help="--fleet: one mosquitto, or a 3-node NATS cluster (nats-server)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
