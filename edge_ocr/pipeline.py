@@ -97,7 +97,9 @@ class Engine:
                     remedy="run `edge-ocr models build`, or turn page orientation off (engine: "
                     "page_orientation: false)",
                 )
-            chosen[ORIENT] = _precision.choose(s.models_dir, manifest, ORIENT_SET, ORIENT, "auto", s.threads,
+            # FP32 only: a forced fp32 says so; anything else takes the manifest's reason.
+            mode = "fp32" if s.precision == "fp32" else "auto"
+            chosen[ORIENT] = _precision.choose(s.models_dir, manifest, ORIENT_SET, ORIENT, mode, s.threads,
                                                s.graph_cache)  # fmt: skip
         self.choices = {role: c for role, (c, _) in chosen.items()}
         det_settings = s.detector or DetectorSettings(**manifest["sets"][self.model_set].get("detector", {}))

@@ -153,7 +153,7 @@ def _evaluation(sha: str, **sets: tuple[float, float]) -> dict:
 
     return {"evaluation": {
         "metric": "cer", "speed_ratio": 1.7, "int8_sha256": sha, "onnxruntime": onnxruntime.__version__,
-        "sets": {name: {"data": name, "fp32": {"cer": f}, "int8": {"cer": q}} for name, (f, q) in sets.items()},
+        "sets": {n: {"data": n, "fp32": {"cer": f}, "int8": {"cer": q}} for n, (f, q) in sets.items()},
     }}  # fmt: skip
 
 
