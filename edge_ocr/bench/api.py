@@ -112,6 +112,23 @@ def _serve(cfg_dir: Path, models: Path | None, workers: int, port: int) -> subpr
     raise RuntimeError("edge-ocr serve did not become ready")
 
 
+def _same_models(direct: dict[str, Any], port: int) -> None:
+    """Print each side's model per role. `precision: auto` probes INT8 against FP32 at a start without
+    a cached verdict (the server's graph cache is new in its temporary state_dir): on a busy machine the
+    two sides may choose differently, and then they are not the same work."""
+    import httpx
+
+    served = httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=30).json().get("model") or {}
+
+    def files(models: dict[str, Any]) -> dict[str, str]:
+        return {role: m["file"] for role, m in models.items() if isinstance(m, dict) and "file" in m}
+
+    mine, theirs = files(direct), files(served)
+    print(f"models: direct {mine}", flush=True)
+    if theirs != mine:
+        print(f"WARNING: the server runs other models, so not the same work: {theirs}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="edge-ocr bench --api", description=__doc__.split("\n")[0])
     p.add_argument("--data", default=os.environ.get("EDGE_OCR_EVAL", "../shared/eval"), type=Path)
@@ -141,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             proc = _serve(Path(tmp), args.models, c, port)
             try:
                 post = _Poster(port)
+                _same_models(engine.models, port)
 
                 for kind, items in kinds.items():
                     line = kind == "lines"
