@@ -50,8 +50,8 @@ class EngineSettings:
     graph_cache: Path | None = field(default_factory=default_cache_dir)
     rec_batch_columns: int = 320  # batch only short lines: memory grows with a batch's total width
     # One line read alone (run_line: `ocr --line`, camera line regions) is padded to at least this many
-    # columns, near the 320 the recognizer was trained at; pages keep short buckets (speed). See run_line.
-    line_width: int = 288
+    # columns, towards the 320 the recognizer was trained at; pages keep short buckets (speed). See run_line.
+    line_width: int = 256
     # run_line's upside-down check: the turned reading replaces the upright one only when it is this much
     # more confident (mean character probability). See run_line.
     flip_margin: float = 0.05
@@ -223,19 +223,18 @@ class Engine:
         the upside-down check: a 7-segment display turned over is still digits (0, 2, 5 and 8 look the
         same, 6 and 9 swap), and the check read such displays turned on 2 of 40 clean generated meters.
 
-        Why a line is read differently from a page's lines (line parity with RapidOCR 3.10, which reads
-        the same model at 0.92 exact on hidden 7-segment crops against our 0.79; docs/line-parity.md):
-        - Padding. Alone in its batch, a short line was padded only to its 32-px bucket (a 5-digit
-          display: 128 columns), while PP-OCRv6 was trained on lines padded to 320 and its neck attends
-          over the whole width. Padded to `line_width` (288), rendered 7-segment crops read 0.360 ->
-          0.423 exact (held-back seg7, 300; 0.388 -> 0.435 on 600 more), RapidOCR 0.397 / 0.435.
-          lines_en CER 0.0118 -> 0.0118, lines_zh_synth 0.0124 -> 0.0124. 320 read the displays as
-          well but lines_zh_synth went to 0.0128 (full- vs half-width forms only).
-        - The upside-down check. A display turned over still reads as digits, about as confidently
-          (699 <-> 669 at 1.00 both), so the classifier flagged 66 of 300 upright 7-segment crops and
-          the turned reading won on 17, 6 of them right before: the turned reading must now be
-          `flip_margin` (0.05) more confident. Upright lines are unchanged (lines_en, zh); of the
-          lines_en lines turned 180 degrees, 523 -> 517 of 640 are still read right.
+        Why a line read alone is read differently from a page's lines (line parity: RapidOCR 3.10 read
+        hidden 7-segment crops at 0.92 exact with the same model, we at 0.79; docs/line-parity.md):
+        - It is padded to at least `line_width` (256) columns. Alone in its batch, a short line was padded
+          only to its 32-px bucket (a 5-digit display: 128), but PP-OCRv6 was trained on lines padded to
+          320 and its neck mixes the whole width. Held-back 7-segment crops: 0.340 -> 0.400 exact
+          (RapidOCR 0.397); lines_en 0.905/0.0119 -> 0.905/0.0116, lines_zh_synth 0.0124 -> 0.0124. Wider
+          read displays a little better still, but 288 cost lines_en a character (0.0120), 320
+          lines_zh_synth 0.0128.
+        - The turned reading must be `flip_margin` (0.05) more confident. A display turned over is still
+          digits, read about as confidently (699 / 669 both at 1.00): the classifier flagged 66 of 300
+          upright 7-segment crops and the turned reading won on 17, 6 of them read right upright. Upright
+          text lines are unchanged; of lines_en turned 180 degrees, 522 -> 517 of 640 still read right.
         """
         self._check(image)
         t0 = time.perf_counter()

@@ -80,10 +80,11 @@ class Recognizer:
         h, w = img.shape[:2]
         return min(self.max_width, max(1, int(math.ceil(HEIGHT * w / max(h, 1)))))
 
-    def _bucket(self, width: int) -> int:
-        return min(self.max_width, int(math.ceil(max(self.min_width, width) / BUCKET)) * BUCKET)
+    def _bucket(self, width: int, min_width: int | None = None) -> int:
+        least = max(self.min_width, min_width or 0)
+        return min(self.max_width, int(math.ceil(max(least, width) / BUCKET)) * BUCKET)
 
-    def _batches(self, widths: list[int]) -> list[tuple[list[int], int]]:
+    def _batches(self, widths: list[int], min_width: int | None = None) -> list[tuple[list[int], int]]:
         """Crop indices grouped by width bucket (at most batch_size a batch), with the batch's width.
 
         Only lines of the same bucket share a batch: padding a short line to a long neighbour's width
@@ -96,7 +97,7 @@ class Recognizer:
         order = sorted(range(len(widths)), key=lambda i: widths[i])
         batches: list[tuple[list[int], int]] = []
         for i in order:
-            bw = self._bucket(widths[i])
+            bw = self._bucket(widths[i], min_width)
             if (
                 batches
                 and batches[-1][1] == bw
@@ -108,12 +109,18 @@ class Recognizer:
                 batches.append(([i], bw))
         return batches
 
-    def recognize(self, crops: list[np.ndarray], allowed: str | None = None) -> list[Decoded]:
-        """Read each crop; with `allowed`, the decoder chooses among those characters only."""
+    def recognize(
+        self, crops: list[np.ndarray], allowed: str | None = None, min_width: int | None = None
+    ) -> list[Decoded]:
+        """Read each crop; with `allowed`, the decoder chooses among those characters only.
+
+        `min_width`: pad every crop to at least this many columns (default: the recognizer's
+        min_width). A single line is read padded towards the width the model was trained on (see
+        `Engine.run_line`); pages keep the short buckets, where the padding would cost speed."""
         mask = self.mask(allowed) if allowed is not None else None
         results: list[Decoded] = [Decoded("", 0.0)] * len(crops)
         widths = [self._width(c) for c in crops]
-        for idx, bw in self._batches(widths):
+        for idx, bw in self._batches(widths, min_width):
             batch = np.zeros((len(idx), 3, HEIGHT, bw), dtype=np.float32)
             for k, i in enumerate(idx):
                 rw = min(widths[i], bw)
