@@ -132,3 +132,25 @@ class Device:
         self.stop.set()
         self.publisher.join(15)
         self.outbox.close()
+
+
+def bridge_conf(name: str, port: int) -> list[str]:
+    """A site broker's bridge to the core, as docs/fleet.md and the Ansible role write it (faster timers)."""
+    return [
+        "max_queued_messages 100000",  # the default 1000 drops silently past it, the bridge included
+        "max_inflight_messages 100",
+        f"connection {name}",
+        f"address 127.0.0.1:{port}",
+        "bridge_protocol_version mqttv311",
+        "cleansession false",  # a persistent session on the core: what it queues for us survives
+        "local_cleansession false",  # matched (#2604: true + false loses the queue on 2.0.11; #2634)
+        f"remote_clientid bridge-{name}",
+        "notifications true",  # $SYS/broker/connection/bridge-<name>/state: 1, or 0 (also its will)
+        "keepalive_interval 5",
+        "restart_timeout 1 2",
+        "try_private true",
+        f"topic {PREFIX}/+/result/# out 1",
+        f"topic {PREFIX}/+/status out 1",
+        f"topic {PREFIX}/+/health out 1",
+        f"topic {PREFIX}/ack/# in 1",
+    ]
