@@ -92,7 +92,7 @@ class Topics:
 
 
 def ack_topic(prefix: str, device_id: str) -> str:
-    """The retained watermark of one device (see the module docstring)."""
+    """The retained acknowledgement topic of one device (see the module docstring)."""
     return f"{prefix}/ack/{device_id}"
 
 
