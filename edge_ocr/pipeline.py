@@ -233,7 +233,7 @@ class Engine:
           lines_zh_synth 0.0128.
         - The turned reading must be `flip_margin` (0.05) more confident. A display turned over is still
           digits, read about as confidently (699 / 669 both at 1.00): the classifier flagged 66 of 300
-          upright 7-segment crops and the turned reading won on 17, 6 of them read right upright. Upright
+          upright 7-segment crops and the turned reading won on 19, 6 of them read right upright. Upright
           text lines are unchanged; of lines_en turned 180 degrees, 522 -> 517 of 640 still read right.
         """
         self._check(image)
