@@ -173,21 +173,15 @@ PPOCRV6_SMALL = ModelSet(
             # without the first conv 0.0098; Conv only 0.0094; also without the second conv (a depthwise
             # conv fed directly by the first, as in v4) 0.0081 Conv only and 0.0077 Conv+MatMul; MinMax
             # 0.0102; Percentile 99.999 0.0098.
-            # The head (MatMul.12, 120 -> 18,710 classes) also stays FP32 since issue 18 (`edge-ocr models
-            # sensitivity`, docs/int8-sensitivity.md): quantized, it cost lines_zh_synth 0.24 points
-            # (0.0147 vs 0.0124 FP32; lines_en 0.0123 vs 0.0118, 1.52x speed). Kept FP32, whole sets:
-            # lines_en 0.0122 vs 0.0118 (+0.04), lines_zh_synth 0.0112 vs 0.0124, 1.29x FP32 speed (`models
-            # calibrate`, 1 thread, AVX-512 VNNI). The top-ranked conv (Conv.3) alone, or the top 2, 4 or 8
-            # layers together, read lines_en worse (+0.11, +0.09, +0.10 points).
             recipe=Recipe(
                 calibration="calib/ crops, one per batch, height 48, natural width (no padding)",
                 percentile=99.99,
                 op_types_to_quantize=("Conv", "MatMul"),
-                nodes_to_exclude=("Conv.0", "Conv.1", "MatMul.12"),
+                nodes_to_exclude=("Conv.0", "Conv.1"),
                 symbolic_shape_inference=False,
                 why_excluded=(
-                    "first conv (raw pixels) and the depthwise conv it feeds, and the 18,710-class head "
-                    "(MatMul.12: Chinese lines); LayerNorm, GELU and softmax stay FP32 (Conv, MatMul only)"
+                    "first conv (raw pixels) and the depthwise conv it feeds; LayerNorm, GELU and softmax "
+                    "stay FP32 (Conv, MatMul only)"
                 ),
             ),
         ),
