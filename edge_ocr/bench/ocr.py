@@ -69,6 +69,7 @@ def _edge_reader(spec: dict[str, Any]) -> Reader:
         kw["models_dir"] = Path(spec["models"])
     if spec.get("detector"):
         kw["detector"] = DetectorSettings(**spec["detector"])
+    kw["orientation"] = spec["kind"] != "lines"  # lines are never turned: no model loaded (RSS column)
     kw.update(spec.get("options") or {})
     engine = Engine(EngineSettings(**kw))
     chosen = ",".join(f"{r}={c.precision}" for r, c in engine.choices.items())

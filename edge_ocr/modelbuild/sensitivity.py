@@ -36,7 +36,8 @@ from edge_ocr.modelbuild.sets import Recipe, model_set
 
 log = logging.getLogger(__name__)
 
-LINE_WIDTH = 288  # EngineSettings.line_width: a line read alone is padded to at least this many columns
+# A line read alone is padded to at least this many columns, as the engine does (EngineSettings.line_width).
+LINE_WIDTH = 256
 TOP_K = 5  # CTC frames: KL over FP32's 5 likeliest classes plus the rest lumped together
 EPS = 1e-7
 # The ops worth ranking when a recipe quantizes every op type (the rest are glue around them).
