@@ -32,7 +32,8 @@ def test_second_engine_loads_the_cached_graphs_and_reads_the_same(models_dir, tm
     cache = tmp_path / "graphs"
     first = Engine(EngineSettings(models_dir=models_dir, graph_cache=cache, precision="fp32"))
     graphs = sorted(cache.glob("*.ort.onnx"))
-    assert len(graphs) == 3 and len(list(cache.glob("*.json"))) == 3
+    # det, rec, cls and the page orientation model
+    assert len(graphs) == 4 and len(list(cache.glob("*.json"))) == 4
     assert not list(cache.glob(".*.tmp")), "no staging file is left behind"
     stamps = {p: p.stat().st_mtime_ns for p in graphs}
     second = Engine(EngineSettings(models_dir=models_dir, graph_cache=cache, precision="fp32"))
@@ -78,4 +79,4 @@ def test_a_new_model_build_replaces_its_old_cached_graphs(models_dir, tmp_path):
             p.unlink()  # force this model's graph to be written again
     Engine(EngineSettings(models_dir=models_dir, graph_cache=cache, precision="fp32"))
     assert not stale.exists(), "the old build's graph was removed when the new one was written"
-    assert len(list(cache.glob("*.ort.onnx"))) == 3
+    assert len(list(cache.glob("*.ort.onnx"))) == 4  # det, rec, cls, orientation
