@@ -12,7 +12,7 @@ only: `models build` takes three ONNX members out of each, and no rapidocr code 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 DEFAULT_SET = "ppocrv6-small"
@@ -216,30 +216,15 @@ PPOCRV6_TINY = ModelSet(
         "det": Role(
             member=f"{_TINY}/tiny/det/det.onnx",
             probe_shape=(1, 3, 320, 448),
-            recipe=Recipe(
-                calibration=_DET_CALIBRATION,
-                percentile=99.99,
-                op_types_to_quantize=("Conv",),
-                nodes_to_exclude=("Conv.0",),
-                symbolic_shape_inference=False,
-                why_excluded="first conv (raw pixels); GELU, SE gates and the upsampling head stay FP32",
-            ),
+            recipe=PPOCRV6_SMALL.roles["det"].recipe,  # the same architecture, smaller
         ),
         "rec": Role(
             member=f"{_TINY}/tiny/rec/rec.onnx",
             probe_shape=(1, 3, 48, 320),
             dictionary=f"{_TINY}/ppocrv6_tiny_dict.txt",
-            recipe=Recipe(
-                calibration="calib/ crops, one per batch, height 48, natural width (no padding)",
-                percentile=99.99,
-                op_types_to_quantize=("Conv", "MatMul"),
-                nodes_to_exclude=("Conv.0", "Conv.1"),
-                symbolic_shape_inference=False,
-                why_excluded="first conv (raw pixels) and the depthwise conv it feeds, as in the small set",
-            ),
+            recipe=PPOCRV6_SMALL.roles["rec"].recipe,
         ),
-        "cls": Role(member=f"{_V6}/ch_ppocr_mobile_v2.0_cls_mobile.onnx", probe_shape=(2, 3, 48, 192),
-                    recipe=None, wheel=PPOCRV6_SMALL.wheel),  # fmt: skip
+        "cls": replace(PPOCRV6_SMALL.roles["cls"], wheel=PPOCRV6_SMALL.wheel),
     },
 )
 
