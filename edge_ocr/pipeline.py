@@ -31,6 +31,7 @@ from edge_ocr.types import OcrResult, Orientation, TextLine
 
 PRECISIONS = _precision.MODES
 METER = "meter"  # the meter model's set and role in the manifest (edge_ocr.modelbuild.meter)
+LINE_WIDTH = 256  # run_line's padding when neither the settings nor the model set name one
 ORIENT_SET, ORIENT = "orientation", "orient"  # the page orientation model (edge_ocr.modelbuild.orientation)
 
 
@@ -51,7 +52,8 @@ class EngineSettings:
     rec_batch_columns: int = 320  # batch only short lines: memory grows with a batch's total width
     # One line read alone (run_line: `ocr --line`, camera line regions) is padded to at least this many
     # columns, towards the 320 the recognizer was trained at; pages keep short buckets (speed). See run_line.
-    line_width: int = 256
+    # None: the model set's manifest entry (`line_width`), else LINE_WIDTH.
+    line_width: int | None = None
     # run_line's upside-down check: the turned reading replaces the upright one only when it is this much
     # more confident (mean character probability). See run_line.
     flip_margin: float = 0.05
@@ -102,7 +104,9 @@ class Engine:
             chosen[ORIENT] = _precision.choose(s.models_dir, manifest, ORIENT_SET, ORIENT, mode, s.threads,
                                                s.graph_cache)  # fmt: skip
         self.choices = {role: c for role, (c, _) in chosen.items()}
-        det_settings = s.detector or DetectorSettings(**manifest["sets"][self.model_set].get("detector", {}))
+        tuned = manifest["sets"][self.model_set]  # what the model set reads best with
+        det_settings = s.detector or DetectorSettings(**tuned.get("detector", {}))
+        self.line_width = int(tuned.get("line_width", LINE_WIDTH) if s.line_width is None else s.line_width)
         self._det = Detector(chosen["det"][1], det_settings) if s.general else None
         self._rec = (
             Recognizer(chosen["rec"][1], batch_size=s.rec_batch_size, batch_columns=s.rec_batch_columns)
@@ -225,7 +229,8 @@ class Engine:
 
         Why a line read alone is read differently from a page's lines (line parity: RapidOCR 3.10 read
         hidden 7-segment crops at 0.92 exact with the same model, we at 0.79; docs/line-parity.md):
-        - It is padded to at least `line_width` (256) columns. Alone in its batch, a short line was padded
+        - It is padded to at least `line_width` (256; the tiny set's recognizer reads best unpadded, so its
+          manifest entry says 0) columns. Alone in its batch, a short line was padded
           only to its 32-px bucket (a 5-digit display: 128), but PP-OCRv6 was trained on lines padded to
           320 and its neck mixes the whole width. Held-back 7-segment crops: 0.340 -> 0.400 exact
           (RapidOCR 0.397); lines_en 0.905/0.0119 -> 0.905/0.0116, lines_zh_synth 0.0124 -> 0.0124. Wider
@@ -240,7 +245,7 @@ class Engine:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         s = self.settings
-        (d,) = self._read([image], timings, charset, upright, s.line_width, s.flip_margin)
+        (d,) = self._read([image], timings, charset, upright, self.line_width, s.flip_margin)
         timings["total"] = (time.perf_counter() - t0) * 1000
         return _whole_line(image, d, timings)
 

@@ -87,6 +87,7 @@ def test_an_upside_down_text_line_is_still_turned(engines, eval_data):
 
 def test_page_lines_keep_their_short_buckets(engines):
     # The padding is for a line read alone: a page's short lines stay in 32-px buckets (speed).
-    rec = engines()._rec
+    engine = engines()
+    rec = engine._rec
     assert rec._bucket(100) == 128
-    assert rec._bucket(100, EngineSettings().line_width) == EngineSettings().line_width
+    assert rec._bucket(100, engine.line_width) == engine.line_width == 256

@@ -185,6 +185,9 @@ def test_the_tiny_set_reads_with_the_dictionary_the_build_wrote_into_its_model(m
     assert len(engine._rec.charset) == 6904 + 1  # the dictionary, plus the space PP-OCR appends
     # Its detector reads with the set's own settings (larger image, lower box threshold).
     assert engine._det.settings.limit_side_len == entry["detector"]["limit_side_len"] == 1280
+    # A line read alone is not padded towards 320 columns (what the small recognizer needs): the tiny
+    # one reads lines_en worse padded (0.0232 at 256 columns against 0.0224 unpadded).
+    assert engine.line_width == entry["line_width"] == 0
     from edge_ocr.bench import scoring
     from edge_ocr.bench.ocr import load_lines
 

@@ -45,6 +45,11 @@ _INPUT_SHAPES: dict[str, list[int | str]] = {
 }
 
 
+class _Plain(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _file_name(member: str, precision: str) -> str:
     return f"{Path(member).stem}.{precision}.onnx"
 
@@ -195,6 +200,8 @@ def _build_set(models_dir: Path, mset: ModelSet, wheels: list[Path] | None) -> d
     entry: dict[str, Any] = {"about": mset.about, "source": mset.wheel.as_dict()}
     if mset.detector:
         entry["detector"] = dict(mset.detector)
+    if mset.line_width is not None:
+        entry["line_width"] = mset.line_width
     if len(mset.wheels) > 1:
         entry["also_from"] = [w.as_dict() for w in mset.wheels if w != mset.wheel]
     return {**entry, "models": entries}
@@ -244,7 +251,9 @@ def build(
     }
     _warn_changes(old, manifest)
     text = "# Written by `edge-ocr models build` (edge_ocr/modelbuild); do not edit by hand.\n"
-    text += yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True, width=100)
+    # Sets share recipe objects (the tiny set takes the small set's): written out in full each time, not
+    # as YAML anchors and aliases a reader of the manifest would have to follow.
+    text += yaml.dump(manifest, Dumper=_Plain, sort_keys=False, allow_unicode=True, width=100)
     write_atomic(path, text.encode("utf-8"))
     return path
 
