@@ -1,6 +1,6 @@
 """The fleet's processes for tests: the ingester as a real process (`python -m edge_ocr ingest`, flags
 alone), a device (a real publisher and outbox), a fresh database, and reading rows back. Used by
-test_ingest.py, test_fleet_faults.py and test_fleet_core_cluster.py."""
+test_ingest.py, test_fleet_faults.py, test_fleet_daemon.py and test_fleet_full_chain.py."""
 
 from __future__ import annotations
 
@@ -152,5 +152,26 @@ def bridge_conf(name: str, port: int) -> list[str]:
         f"topic {PREFIX}/+/result/# out 1",
         f"topic {PREFIX}/+/status out 1",
         f"topic {PREFIX}/+/health out 1",
+        f"topic {PREFIX}/ack/# in 1",
+    ]
+
+
+def bridge_to_cluster(name: str, ports: list[int]) -> list[str]:
+    """As the edge_ocr_site role writes it for a NATS core: every node listed, no bridge bit."""
+    return [
+        "max_queued_messages 100000",
+        f"connection {name}",
+        "address " + " ".join(f"127.0.0.1:{p}" for p in ports),
+        "round_robin false",
+        "bridge_protocol_version mqttv311",
+        "try_private false",  # NATS refuses the bridge flag in the protocol version
+        "cleansession false",
+        "local_cleansession false",
+        f"remote_clientid bridge-{name}",
+        "notifications false",  # NATS refuses publishing to $SYS topics
+        "keepalive_interval 5",
+        "restart_timeout 1 2",
+        f"topic {PREFIX}/+/result/# out 1",
+        f"topic {PREFIX}/+/status out 1",
         f"topic {PREFIX}/ack/# in 1",
     ]

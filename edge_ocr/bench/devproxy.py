@@ -13,7 +13,7 @@ import threading
 
 from edge_ocr.bench.devbroker import HOST, free_port
 
-__all__ = ["TcpProxy"]
+__all__ = ["TcpProxy", "Uplink"]
 
 
 class TcpProxy:
@@ -85,3 +85,27 @@ class TcpProxy:
         self.cut()
         self._server.close()
         self._thread.join(2)
+
+
+class Uplink:
+    """A site's network link to a clustered core: one TcpProxy per core node, cut and restored together.
+    (A proxy to one node only is no cut: a bridge that lists every node moves to the next one.)"""
+
+    def __init__(self, targets: list[int]) -> None:
+        self.proxies = [TcpProxy(t) for t in targets]
+
+    @property
+    def ports(self) -> list[int]:
+        return [p.port for p in self.proxies]
+
+    def cut(self) -> None:
+        for p in self.proxies:
+            p.cut()
+
+    def restore(self) -> None:
+        for p in self.proxies:
+            p.restore()
+
+    def close(self) -> None:
+        for p in self.proxies:
+            p.close()
