@@ -32,7 +32,7 @@ import psycopg
 from edge_ocr.bench.devbroker import HOST, Mosquitto, free_port, wait_until
 from edge_ocr.bench.devnats import NatsCluster
 from edge_ocr.bench.devpostgres import Postgres
-from edge_ocr.bench.devproxy import TcpProxy
+from edge_ocr.bench.devproxy import Uplink
 from edge_ocr.config import MqttConfig
 from edge_ocr.outbox import Outbox
 from edge_ocr.publish.mqtt import MqttPublisher
@@ -140,9 +140,11 @@ def run(args: argparse.Namespace) -> int:
     sized = ["max_queued_messages 1000000", "max_inflight_messages 100", "autosave_interval 10"]
     nats = NatsCluster(3, work / "nats").start() if args.core == "nats" else None
     core = None if nats else Mosquitto(work / "core", save_every_change=False, extra_conf=sized).start()
-    first, others = (nats.mqtt_ports[0], nats.mqtt_ports[1:]) if nats else (core.port, [])  # type: ignore[union-attr]
-    proxies = [TcpProxy(first) for _ in range(args.sites)]
-    confs = [["autosave_interval 60", *bridge_conf(f"site-{i}", [p.port, *others], bool(nats))]
+    # A site reaches every core node through its own uplink (a proxy per node): cutting it isolates the
+    # site, where a proxy to one node only would let the bridge move to the next node.
+    core_ports = nats.mqtt_ports if nats else [core.port]  # type: ignore[union-attr]
+    proxies = [Uplink(core_ports) for _ in range(args.sites)]
+    confs = [["autosave_interval 60", *bridge_conf(f"site-{i}", p.ports, bool(nats))]
              for i, p in enumerate(proxies)]  # fmt: skip
     sites = [Mosquitto(work / f"site-{i}", save_every_change=False, extra_conf=c)
              for i, c in enumerate(confs)]  # fmt: skip
