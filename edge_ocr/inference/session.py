@@ -72,6 +72,15 @@ def create_session(model: ModelFile, threads: int = 1, cache_dir: Path | None = 
             )
             return session
         graphcache.publish(cache_dir, model, staged)
+        # The session that optimized the graph keeps more memory than one loading the optimized graph
+        # (the default page engine's peak: 213 vs 197 MB over the 30 eval receipts, 13 MB more resident
+        # for the life of the process): so the first start, too, runs from the cached graph.
+        cached = graphcache.lookup(cache_dir, model)
+        if cached is not None:
+            with contextlib.suppress(Exception):  # keep the working session if this one does not load
+                reloaded = _session(cached, _options(threads, ort.GraphOptimizationLevel.ORT_DISABLE_ALL))
+                del session
+                return reloaded
         return session
     return _uncached(model, threads)
 
