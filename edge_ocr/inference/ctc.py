@@ -21,6 +21,27 @@ def class_mask(charset: tuple[str, ...], allowed: str) -> np.ndarray:
     return np.array([True] + [c in keep for c in charset], dtype=bool)
 
 
+def masked(probs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The probabilities renormalized over the classes `mask` keeps (all when None)."""
+    if mask is None:
+        return probs
+    probs = probs * mask  # broadcast over the leading axes
+    return probs / np.maximum(probs.sum(axis=-1, keepdims=True), 1e-12)
+
+
+def runs(best: np.ndarray) -> list[tuple[int, int, int]]:
+    """(class, first frame, end frame) of each character one best path (a row of argmax classes)
+    emits: repeats merged, blanks dropped, as `greedy_decode` reads it."""
+    out: list[tuple[int, int, int]] = []
+    start = 0
+    for t in range(1, len(best) + 1):
+        if t == len(best) or best[t] != best[start]:
+            if best[start] != 0:
+                out.append((int(best[start]), start, t))
+            start = t
+    return out
+
+
 def greedy_decode(
     probs: np.ndarray, charset: tuple[str, ...], mask: np.ndarray | None = None
 ) -> list[Decoded]:
@@ -32,9 +53,7 @@ def greedy_decode(
     "O" then reads the "0" it also considered, with the probability it has among digits (what the
     model would say had it been trained on digits alone), instead of losing the character afterwards.
     """
-    if mask is not None:
-        probs = probs * mask  # broadcast over (batch, time)
-        probs = probs / np.maximum(probs.sum(axis=2, keepdims=True), 1e-12)
+    probs = masked(probs, mask)
     idx = probs.argmax(axis=2)
     prob = np.take_along_axis(probs, idx[..., None], axis=2)[..., 0]
     out: list[Decoded] = []

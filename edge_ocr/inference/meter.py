@@ -18,13 +18,15 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from edge_ocr.inference.ctc import Decoded, class_mask, greedy_decode
+from edge_ocr.inference.ctc import Decoded, class_mask, masked, runs
+from edge_ocr.inference.gearing import geared
 from edge_ocr.inference.recognizer import charset_from_metadata
 from edge_ocr.inference.session import run
 
 HEIGHT = 32
 MIN_WIDTH = 16
 MAX_WIDTH = 512
+_DIGITS = "0123456789"
 _LOW, _HIGH = 1.0, 99.0  # percentiles mapped to 0 and 1: glare and low light are stretched alike
 
 
@@ -60,6 +62,8 @@ class MeterReader:
         self._input = session.get_inputs()[0].name
         self.charset = charset_from_metadata(session)
         self._masks: dict[str, np.ndarray] = {}
+        have = all(d in self.charset for d in _DIGITS)
+        self._digit_classes = np.array([self.charset.index(d) + 1 for d in _DIGITS]) if have else None
 
     def mask(self, allowed: str) -> np.ndarray:
         key = "".join(sorted(set(allowed)))
@@ -70,17 +74,27 @@ class MeterReader:
 
     def read(self, crops: list[np.ndarray], allowed: str | None = None) -> list[Decoded]:
         mask = self.mask(allowed) if allowed is not None else None
-        out: list[Decoded] = []
-        for crop in crops:
-            x = prepare(crop)[None, None]
-            probs = run(self._session, {self._input: x})[0]
-            decoded = greedy_decode(probs, self.charset, mask)[0]
-            # Blank cells read as spaces carry no digit: a reading is the digits between them.
-            text = decoded.text.strip()
-            if text != decoded.text:
-                keep = [i for i, c in enumerate(decoded.text) if c != " "]
-                confs = tuple(decoded.char_confidences[i] for i in keep) if decoded.char_confidences else ()
-                text = "".join(decoded.text[i] for i in keep)
-                decoded = Decoded(text, float(np.mean(confs)) if confs else 0.0, confs)
-            out.append(decoded)
-        return out
+        return [self._decode(run(self._session, {self._input: prepare(c)[None, None]})[0][0], mask)
+                for c in crops]  # fmt: skip
+
+    def _decode(self, probs: np.ndarray, mask: np.ndarray | None) -> Decoded:
+        """Greedy CTC (as `ctc.greedy_decode`), a counter's turning drums decided jointly (`gearing`),
+        and the blank cells read as spaces dropped: a reading is the digits between them."""
+        p = masked(probs, mask)
+        chars, firsts, dists = [], [], []
+        for cls, start, end in runs(p.argmax(axis=1)):
+            ch = self.charset[cls - 1]
+            chars.append(ch)
+            firsts.append(start)
+            if ch in _DIGITS and self._digit_classes is not None:
+                frame = start + int(np.argmax(p[start:end, cls]))
+                d = p[frame, self._digit_classes]
+                dists.append(d / max(float(d.sum()), 1e-12))
+            else:
+                dists.append(None)
+        read = geared(chars, dists)
+        keep = [i for i, c in enumerate(read) if c != " "]
+        if not keep:
+            return Decoded("", 0.0)
+        confs = tuple(float(p[firsts[i], self.charset.index(read[i]) + 1]) for i in keep)
+        return Decoded("".join(read[i] for i in keep), float(np.mean(confs)), confs)
