@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 RECIPE: dict[str, Any] = {
     "seed": 20261203,
-    "steps": 9000,
+    "steps": 10000,
     "batch": 48,
     "lr": 2e-3,
     "weight_decay": 1e-4,

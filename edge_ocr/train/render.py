@@ -393,7 +393,12 @@ def _drum(rng: np.random.Generator) -> Crop:
     win_h = int(cell_h * rng.uniform(0.8, 1.05))
     margin_y = int(cell_h * rng.uniform(0.08, 0.4))
     margin_x = int(cell_h * rng.uniform(0.05, 0.4))
-    width = 2 * margin_x + digits * cell_w + (digits - 1) * gap + (gap if point else 0)
+    # The point between integer and fraction drums is printed on the frame, in the frame's contrast
+    # colour, and big enough (about a tenth of a cell) to survive the camera's downscale: a point the
+    # camera erased would be a label the crop cannot show.
+    dot_r = max(3, int(round(cell_w * rng.uniform(0.08, 0.12))))
+    dot_gap = max(gap, 2 * dot_r + 4)
+    width = 2 * margin_x + digits * cell_w + (digits - 1) * gap + (dot_gap if point else 0)
     img = np.empty((win_h + 2 * margin_y, width, 3), np.float32)
     img[:] = frame
     x = margin_x
@@ -404,14 +409,10 @@ def _drum(rng: np.random.Generator) -> Crop:
             bg = np.array((30, 30, 200) if not white_drums else (235, 235, 240), np.float32)
             ink = np.array((240, 240, 240) if not white_drums else (20, 20, 200), np.float32)
             if k == digits - red and point:
-                cv2.circle(
-                    img,
-                    (x - gap // 2, margin_y + win_h - 6),
-                    max(2, gap // 3),
-                    tuple(float(v) for v in ink),
-                    -1,
-                )
-                x += gap
+                dot_ink = 235.0 if float(frame.mean()) < 128 else 15.0
+                baseline = margin_y + int(win_h / 2 + glyph_h * 0.45)
+                cv2.circle(img, (x + dot_gap // 2 - gap // 2, baseline), dot_r, (dot_ink,) * 3, -1)
+                x += dot_gap
         img[margin_y : margin_y + win_h, x : x + cell_w] = bg + (ink - bg) * window[..., None]
         # darker at the window's top and bottom, where the drum turns away from the light
         x += cell_w + gap
