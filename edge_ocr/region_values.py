@@ -165,7 +165,7 @@ def regions_from_config(regions: Sequence[Any]) -> list[Region]:
             mode=r.mode,
             pattern=r.pattern,
             charset=r.allowed_chars(),
-            min_confidence=r.min_confidence,
+            min_confidence=r.confidence_floor(),
             numeric=NumericRules.from_config(r.numeric) if r.numeric is not None else None,
             suppress_ghosts=r.ghosts == "suppress"
             or (r.ghosts == "auto" and r.numeric is not None and r.reader() == "general"),

@@ -553,3 +553,21 @@ def test_the_meter_model_publishes_every_true_value_of_a_dseg7_lcd_and_never_the
     assert float(GLARE_VALUE) not in valid
     assert all(m["model"]["set"] == "meter" and m["model"]["meter"]["precision"] in ("fp32", "int8")
                for m in msgs)  # fmt: skip
+
+
+def test_a_meter_model_region_rejects_its_weakest_readings_unless_told_otherwise() -> None:
+    """Without `min_confidence`, a region the meter model reads rejects a reading whose weakest
+    character is below 0.3 (a blurred counter's wrong guesses), a general-model region keeps every
+    reading, and `min_confidence: 0` turns the floor off."""
+    from edge_ocr.config.camera import METER_MIN_CONFIDENCE, RegionConfig
+    from edge_ocr.region_values import regions_from_config
+
+    def floor(**kw: object) -> float | None:
+        cfg = RegionConfig.model_validate({"name": "r", "box": [0, 0, 10, 10], **kw})
+        return regions_from_config([cfg])[0].min_confidence
+
+    assert floor(numeric={}) == METER_MIN_CONFIDENCE == 0.3
+    assert floor(numeric={}, min_confidence=0) == 0
+    assert floor(numeric={}, min_confidence=0.8) == 0.8
+    assert floor(numeric={}, model="general") is None
+    assert floor() is None  # a text region
