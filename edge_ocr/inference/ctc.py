@@ -31,15 +31,13 @@ def masked(probs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 
 def runs(best: np.ndarray) -> list[tuple[int, int, int]]:
     """(class, first frame, end frame) of each character one best path (a row of argmax classes)
-    emits: repeats merged, blanks dropped, as `greedy_decode` reads it."""
-    out: list[tuple[int, int, int]] = []
-    start = 0
-    for t in range(1, len(best) + 1):
-        if t == len(best) or best[t] != best[start]:
-            if best[start] != 0:
-                out.append((int(best[start]), start, t))
-            start = t
-    return out
+    emits: repeats merged, then blanks dropped."""
+    if best.size == 0:
+        return []
+    change = np.flatnonzero(best[1:] != best[:-1]) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [best.size]))
+    return [(int(best[s]), int(s), int(e)) for s, e in zip(starts, ends, strict=True) if best[s] != 0]
 
 
 def greedy_decode(
@@ -58,14 +56,11 @@ def greedy_decode(
     prob = np.take_along_axis(probs, idx[..., None], axis=2)[..., 0]
     out: list[Decoded] = []
     for b in range(idx.shape[0]):
-        seq = idx[b]
-        keep = seq != 0
-        keep[1:] &= seq[1:] != seq[:-1]
-        chars = seq[keep]
-        if chars.size == 0:
+        emitted = runs(idx[b])
+        if not emitted:
             out.append(Decoded("", 0.0))
             continue
-        text = "".join(charset[c - 1] for c in chars)
-        per_char = tuple(float(p) for p in prob[b][keep])
+        text = "".join(charset[c - 1] for c, _, _ in emitted)
+        per_char = tuple(float(prob[b, start]) for _, start, _ in emitted)
         out.append(Decoded(text, float(np.mean(per_char)), per_char))
     return out

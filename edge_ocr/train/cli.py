@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from edge_ocr.modelbuild import meter as shipped
-from edge_ocr.train import meter
+from edge_ocr.train import meter, render
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +75,7 @@ def write_card(report: dict, path: Path) -> None:
         "kind's index (never drawn in training)",
         "held_back_scoring": "read by the runtime's MeterReader (turning drums decided jointly); a drum "
         "reading is right if it is the value of either neighbouring drum position when the last drum is "
-        "more than 8% of a digit away from both (in motion), else only the nearest",
+        f"more than {render.MOTION:.0%} of a digit away from both (in motion), else only the nearest",
     }
     path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
 
