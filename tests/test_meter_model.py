@@ -141,3 +141,47 @@ def test_the_meter_model_refuses_characters_it_cannot_read(tmp_path: Path) -> No
     text_mode = "      - {name: r, box: [0, 0, 100, 30], numeric: {}, mode: text, model: meter}\n"
     with pytest.raises(ConfigError, match="model"):
         _config(tmp_path, text_mode)
+
+
+class _Counting:
+    """The real onnxruntime session, counting its runs."""
+
+    def __init__(self, session: object) -> None:
+        self.session = session
+        self.runs = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.session, name)
+
+    def run(self, *args: object) -> object:
+        self.runs += 1
+        return self.session.run(*args)  # type: ignore[attr-defined]
+
+
+def test_a_weak_reading_gets_a_second_look_and_a_sure_one_does_not() -> None:
+    import onnxruntime as ort
+
+    from edge_ocr.inference.meter import SECOND_LOOK_BELOW, MeterReader, weakest
+
+    session = _Counting(ort.InferenceSession(str(MODELS / "meter" / "meter_crnn.fp32.onnx"),
+                                             providers=["CPUExecutionProvider"]))  # fmt: skip
+    reader = MeterReader(session)  # type: ignore[arg-type]
+    sharp = render.clean(np.random.default_rng(TEST_SEED + 99), "printed")
+    (d,) = reader.read([sharp.image], DIGITS)
+    assert d.text == sharp.text and weakest(d) >= SECOND_LOOK_BELOW
+    assert session.runs == 1
+    # A smear of a display: the model is unsure of some digit, and the reader looks again
+    smeared = cv2.GaussianBlur(sharp.image, (0, 0), sharp.image.shape[0] / 12)
+    session.runs = 0
+    reader.read([smeared], DIGITS)
+    assert session.runs == 5
+
+
+def test_the_reading_most_looks_agree_on_wins() -> None:
+    from edge_ocr.inference.ctc import Decoded
+    from edge_ocr.inference.meter import agreed
+
+    looks = [Decoded("0123", 0.6, (0.9, 0.9, 0.9, 0.2)), Decoded("0128", 0.9, (0.9, 0.9, 0.9, 0.9)),
+             Decoded("0123", 0.7, (0.9, 0.9, 0.9, 0.4)), Decoded("", 0.0)]  # fmt: skip
+    assert agreed(looks) == looks[2]  # two agree on 0123; the surer of them
+    assert agreed(looks[1:2] + looks[3:]).text == "0128"  # a tie: the surer reading
