@@ -73,9 +73,10 @@ def write_card(report: dict, path: Path) -> None:
         "held_back": report["held_back"],
         "held_back_data": f"{meter.EVAL_PER_KIND} rendered crops per kind, seeds {meter.EVAL_SEED} + the "
         "kind's index (never drawn in training)",
-        "held_back_scoring": "read by the runtime's MeterReader (turning drums decided jointly); a drum "
-        "reading is right if it is the value of either neighbouring drum position when the last drum is "
-        f"more than {render.MOTION:.0%} of a digit away from both (in motion), else only the nearest",
+        "held_back_scoring": "read by the runtime's MeterReader (turning drums decided jointly, a weak "
+        "reading looked at again in four framings); a drum reading is right if it is the value of either "
+        "neighbouring drum position when the last drum is more than "
+        f"{render.MOTION:.0%} of a digit away from both (in motion), else only the nearest",
     }
     path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
 
