@@ -59,7 +59,7 @@ def framings(crop: np.ndarray) -> list[np.ndarray]:
     from the side), cut 8% tighter above and below, and 10% looser all round. The model was trained on
     boxes that move (`render._region_box`); a weak reading that most framings agree on is a reading
     that does not hang on where the box edge fell."""
-    h, w = crop.shape[:2]
+    h = crop.shape[0]
     base = width_for(crop)
     out = [prepare(crop, max(MIN_WIDTH, int(base * 0.8))), prepare(crop, min(MAX_WIDTH, int(base * 1.25)))]
     t = int(h * 0.08)
@@ -106,7 +106,7 @@ class MeterReader:
     def read(self, crops: list[np.ndarray], allowed: str | None = None) -> list[Decoded]:
         """Each crop's reading. A weak one (a character below `SECOND_LOOK_BELOW`) gets a second look:
         the crop is read again in four other framings, and the reading most of the five agree on wins
-        (the surest one of a tie). A confident reading costs one run; a weak one five."""
+        (the surest one of a tie). A confident reading costs one run; a weak one up to five."""
         mask = self.mask(allowed) if allowed is not None else None
         out = []
         for crop in crops:
