@@ -18,14 +18,14 @@ pytest.importorskip("PIL")
 BEFORE = {"line_width": 0, "flip_margin": 0.0}
 
 # DSEG7 LCD lines (edge_ocr.bench.line_parity.lcd_line) that the bucket-padded line misread: the
-# point dropped, doubled, or a 7 read as a 9.
-PADDED = {9_500_011: "4207.12", 9_500_047: "2757.23", 9_500_116: "735555.4", 9_500_121: "827",
-          9_500_147: "54.6"}  # fmt: skip
+# point dropped, or a 7 read as a 9.
+PADDED = {9_500_013: "2975.33", 9_500_023: "56.41", 9_500_028: "70572.26", 9_500_047: "2757.23",
+          9_500_048: "73.9"}  # fmt: skip
 
 # Held-back rendered seg7 crops (edge_ocr.train.meter.held_back, the meters bench's set) the classifier
-# calls upside down, whose turned reading the recognizer was slightly more confident in: 2.0 -> 02,
-# 96.7 -> 696, 808.990 -> 066808.
-FLIPPED = {169: "2.0", 208: "008829.5", 247: "96.7", 285: "808.990"}
+# calls upside down, whose turned reading the recognizer was slightly more confident in: 0000032.5 ->
+# 5200000, 0668.309 -> 608990, 9.059 -> 6506.
+FLIPPED = {0: "0000032.5", 50: "205195.71", 65: "0082502.1", 185: "5930504.06", 228: "0668.309", 230: "9.059"}
 
 
 @pytest.fixture(scope="module")
