@@ -332,15 +332,15 @@ def graph_ratio(models_dir: Path, kinds: dict[str, list[Any]], repeat: int = 3) 
     and then the other, `repeat` times, so both see the same moments of a shared machine; medians.
     (The per-crop rows also time `prepare` and the decoder, which INT8 does not speed up.)"""
     from edge_ocr.inference.meter import prepare
-    from edge_ocr.pipeline import Engine, EngineSettings
+    from edge_ocr.inference.session import create_session
+    from edge_ocr.models import resolve
 
-    sessions = {}
-    for precision in ("int8", "fp32"):
-        s = EngineSettings(models_dir=models_dir, general=False, meter=True, precision=precision, threads=1)
-        try:
-            sessions[precision] = Engine(s)._meter._session  # type: ignore[union-attr]
-        except EdgeOcrError:
-            return None
+    try:
+        sessions = {
+            v: create_session(resolve(models_dir, "meter", v, model_set="meter")) for v in ("int8", "fp32")
+        }
+    except EdgeOcrError:
+        return None
     xs = [prepare(c.image)[None, None] for crops in kinds.values() for c in crops]
     ms: dict[str, list[float]] = {p: [] for p in sessions}
     for _ in range(repeat):

@@ -13,6 +13,7 @@ at run time exactly what it was trained on.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -76,9 +77,7 @@ def weakest(d: Decoded) -> float:
 
 def agreed(looks: list[Decoded]) -> Decoded:
     """The reading most looks agree on; of a tie, the one whose weakest character is surest."""
-    votes: dict[str, int] = {}
-    for d in looks:
-        votes[d.text] = votes.get(d.text, 0) + 1
+    votes = Counter(d.text for d in looks)
     return max(looks, key=lambda d: (votes[d.text], weakest(d)))
 
 
