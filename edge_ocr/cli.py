@@ -318,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--init", metavar="FILE", help="--from: start from this FP32 ONNX (default: the shipped one)"
     )
+    t.add_argument(
+        "--base", metavar="FILE",
+        help="skip the recipe's first phase: refine this FP32 ONNX, that phase's export (FILE.base.onnx)",
+    )  # fmt: skip
     t.add_argument("--eval-per-kind", type=int, default=300, help="held-back crops per kind (default 300)")
     t.add_argument("--card", metavar="FILE", help="also write the model card (sha256, recipe, figures) here")
     t.set_defaults(func=cmd_train)

@@ -19,8 +19,9 @@ def run(args: argparse.Namespace) -> int:
     init = Path(args.init) if args.init else (shipped.MODEL if from_dir else None)
     if init is not None and init == shipped.MODEL:
         shipped.source_bytes()  # refuse an altered shipped model before spending minutes on it
+    base = Path(args.base) if args.base else None
     report = meter.run(Path(args.out), steps=args.steps, seed=args.seed, from_dir=from_dir, init=init,
-                       eval_per_kind=args.eval_per_kind)  # fmt: skip
+                       base=base, eval_per_kind=args.eval_per_kind)  # fmt: skip
     if args.card:
         write_card(report, Path(args.card))
     card = shipped.card()
@@ -64,6 +65,8 @@ def write_card(report: dict, path: Path) -> None:
         "command": f"edge-ocr train meter --out {Path(report['model']).name}",
         "seed": report["seed"],
         "steps": report["steps"],
+        "base_sha256": report["base_sha256"],
+        "refine_steps": report["refine_steps"],
         "torch": report["torch"],
         "recipe": meter.RECIPE,
         "tolerance": meter.TOLERANCE,
