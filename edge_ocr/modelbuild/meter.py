@@ -44,7 +44,10 @@ CALIB_CROPS = 256
 RECIPE = Recipe(
     calibration=f"{CALIB_CROPS} rendered crops of every kind (seed {CALIB_SEED}), one per batch",
     method="Percentile",
-    percentile=99.999,
+    # Chosen on 1500 fresh rendered crops (seeds 9600000 + kind), not the gate's held-back ones: for the
+    # refined model 99.9999 read CER 0.0096 vs FP32's 0.0099 there, 99.999 0.0101 and 99.99 0.0100
+    # (MinMax 0.0096, Entropy 0.0098; exact within 0.13 points for all).
+    percentile=99.9999,
     op_types_to_quantize=("Conv", "Relu", "MaxPool"),
     symbolic_shape_inference=True,
     optimize=False,  # exported with BatchNorm folded: the same INT8 bytes on every CPU
@@ -97,7 +100,7 @@ def build_entry(models_dir: Path, custom: Path | None = None) -> dict[str, Any]:
         "fp32": {"file": f"{SET}/{MODEL.name}", "sha256": _sha256(fp32), **copy.deepcopy(common),
                  "precision": "fp32", "source_member": f"edge_ocr/modelbuild/meter/{MODEL.name}",
                  "source_sha256": info["sha256"],
-                 "trained": {k: info[k] for k in ("seed", "steps", "torch")}},
+                 "trained": {k: info[k] for k in ("seed", "steps", "refine_steps", "torch") if k in info}},
     }  # fmt: skip
     calib = _ranges()
     int8_sha = None
