@@ -121,3 +121,12 @@ def test_fine_tuning_on_50_crops_of_a_new_style_reads_that_style_better(
         return sum(k["exact"] for k in f.values()) / len(f)
 
     assert pooled(doc["held_back"]) >= pooled(base) - 0.05, (doc["held_back"], base)
+
+
+def test_base_must_be_a_first_phase_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A typo in --base must stop at once, not after the held-back sets or an hour of the first phase.
+    out, base = tmp_path / "m.onnx", tmp_path / "no.onnx"
+    assert main(["train", "meter", "--out", str(out), "--base", str(base)]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and "FILE.base.onnx" in err
+    assert not out.exists()

@@ -20,6 +20,13 @@ def run(args: argparse.Namespace) -> int:
     if init is not None and init == shipped.MODEL:
         shipped.source_bytes()  # refuse an altered shipped model before spending minutes on it
     base = Path(args.base) if args.base else None
+    if base is not None and (from_dir is not None or not base.is_file()):
+        from edge_ocr.errors import ConfigError
+
+        raise ConfigError(
+            f"--base {base}: " + ("a fine-tune (--from) has no phases" if from_dir else "no such file"),
+            remedy="--base takes the first phase's export (FILE.base.onnx) of `train meter --out FILE`",
+        )
     report = meter.run(Path(args.out), steps=args.steps, seed=args.seed, from_dir=from_dir, init=init,
                        base=base, eval_per_kind=args.eval_per_kind)  # fmt: skip
     if args.card:
