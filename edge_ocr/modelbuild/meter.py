@@ -100,7 +100,7 @@ def build_entry(models_dir: Path, custom: Path | None = None) -> dict[str, Any]:
         "fp32": {"file": f"{SET}/{MODEL.name}", "sha256": _sha256(fp32), **copy.deepcopy(common),
                  "precision": "fp32", "source_member": f"edge_ocr/modelbuild/meter/{MODEL.name}",
                  "source_sha256": info["sha256"],
-                 "trained": {k: info[k] for k in ("seed", "steps", "refine_steps", "torch") if k in info}},
+                 "trained": {k: info[k] for k in ("seed", "steps", "refine_steps", "torch")}},
     }  # fmt: skip
     calib = _ranges()
     int8_sha = None

@@ -430,21 +430,22 @@ def run(
     steps = steps if steps is not None else (RECIPE["finetune_steps"] if fine else RECIPE["steps"])
     seed = seed if seed is not None else RECIPE["seed"]
     lr = RECIPE["finetune_lr"] if fine else RECIPE["lr"]
-    refine = None if fine else dict(RECIPE["refine"])
-    if refine is not None and steps != RECIPE["steps"]:  # a smoke run: the second phase in proportion
-        refine["steps"] = max(1, steps * refine["steps"] // RECIPE["steps"])
     torch = _torch()
     t0 = time.perf_counter()
     losses: list[float] = []
+    refine_steps = 0
     if fine:
         model, losses = train(steps, seed=seed, lr=lr, init=init, own=own)
     else:
+        refine = RECIPE["refine"]
+        refine_steps = refine["steps"]
+        if steps != RECIPE["steps"]:  # a smoke run: the second phase in proportion
+            refine_steps = max(1, steps * refine_steps // RECIPE["steps"])
         if base is None:
             model, losses = train(steps, seed=seed, lr=lr)
             base = out.with_name(f"{out.stem}.base.onnx")
             export(model, base, {"recipe": {**RECIPE, "steps": steps, "seed": seed}, "phase": "base"})
-        assert refine is not None
-        model, more = train(refine["steps"], seed=seed + refine["seed_offset"], lr=refine["lr"], init=base,
+        model, more = train(refine_steps, seed=seed + refine["seed_offset"], lr=refine["lr"], init=base,
                             kinds=refine["kinds"], hard_share=refine["hard_share"])  # fmt: skip
         losses += more
     seconds = time.perf_counter() - t0
@@ -457,7 +458,7 @@ def run(
         "steps": steps,
         "seed": seed,
         "base_sha256": sha256_file(base) if base is not None else None,
-        "refine_steps": refine["steps"] if refine else 0,
+        "refine_steps": refine_steps,
         "train_seconds": round(seconds, 1),
         "torch": torch.__version__,
         "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
