@@ -4,6 +4,7 @@ a perfect reader would give, and geared drums whose label is a value the counter
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 import pytest
@@ -66,6 +67,29 @@ def test_either_neighbour_of_a_drum_in_motion_is_right_and_nothing_else() -> Non
     for c in render.render_set(5, 60, "drum"):
         assert c.text in render.neighbours(c)
         assert c.value is not None
+
+
+def test_turning_last_drums_stop_between_every_pair_of_digits() -> None:
+    # A camera catches a running meter with its last drum between 6 and 7 as often as between 2 and 3.
+    # Drawn mostly passing 9 -> 0 (the first phase's "carry"), a model learnt that a half-turned drum
+    # reads 9 or 0 and read 0126/0127 as 0120.
+    def pairs(motion: str) -> list[int]:
+        rng = np.random.default_rng(0)
+        counts = [0] * 10
+        for _ in range(600):
+            c = render._drum(rng, motion)
+            assert c.value is not None
+            frac = c.value - math.floor(c.value)
+            if render.MOTION < frac < 1 - render.MOTION:
+                counts[math.floor(c.value) % 10] += 1
+        return counts
+
+    even = pairs("even")
+    assert min(even[:9]) >= 15, even  # each of 0 -> 1 ... 8 -> 9 on at least 2.5% of counters
+    assert even[9] >= 90, even  # and carries, the hardest sight, still on one in six
+    assert min(pairs("carry")[:9]) < 15  # the old drawing fails the first check
+    with pytest.raises(ValueError, match="motion"):
+        render._drum(np.random.default_rng(0), "spinning")
 
 
 def test_camera_strength_zero_keeps_the_picture_clean() -> None:

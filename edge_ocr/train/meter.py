@@ -47,6 +47,7 @@ RECIPE: dict[str, Any] = {
     "height": HEIGHT,
     "camera_strength": 1.0,
     "kinds": render.WEIGHTS,
+    "drum_motion": "carry",  # how drums turn (render.MOTIONS): the first phase's crops were drawn so
     "finetune_steps": 400,
     "finetune_lr": 1e-4,
     "threads": 2,
@@ -59,6 +60,10 @@ RECIPE: dict[str, Any] = {
         "seed_offset": 1,
         "kinds": {"seg7": 0.28, "seg14": 0.08, "dotmatrix": 0.06, "printed": 0.08, "drum": 0.5},
         "hard_share": 0.25,
+        # Turning last drums as evenly between every pair of digits as a running meter shows them: the
+        # first phase's crops drew 9 -> 0 ten times as often as 6 -> 7, and its model read a last drum
+        # between 6 and 7 as 0.
+        "drum_motion": "even",
     },
 }
 EVAL_SEED = 7_000_000  # + the kind's index; training never draws from these
@@ -138,10 +143,11 @@ def batches(
     strength: float,
     own: list[Labelled] | None = None,
     kinds: dict[str, float] | None = None,
+    motion: str = "even",
 ) -> Iterator[tuple]:
     """Endless batches of fresh rendered crops (one in four an `own` crop when given; kinds drawn by
-    `kinds`, else by the renderer's WEIGHTS), grouped by width so little is padded: four batches are
-    drawn, sorted by width and split."""
+    `kinds`, else by the renderer's WEIGHTS; drums turning by `motion`), grouped by width so little is
+    padded: four batches are drawn, sorted by width and split."""
     names = list(kinds or {})
     odds = np.array([kinds[k] for k in names]) / sum(kinds.values()) if kinds else None
     k = 0
@@ -156,7 +162,7 @@ def batches(
                 pool.append((img, item.text))
             else:
                 kind = str(rng.choice(names, p=odds)) if kinds else None
-                c = render.render(rng, kind, strength=strength)
+                c = render.render(rng, kind, strength=strength, motion=motion)
                 pool.append((c.image, c.text))
         pool.sort(key=lambda p: width_for(p[0]))
         chunks = [pool[i : i + batch] for i in range(0, len(pool), batch)]
@@ -209,6 +215,7 @@ def train(
     report_every: int = 100,
     kinds: dict[str, float] | None = None,
     hard_share: float = 0.0,
+    motion: str = "even",
 ) -> tuple[Any, list[float]]:
     """Train (or fine-tune from the FP32 ONNX `init`) for `steps`; (model, mean loss per report).
 
@@ -236,7 +243,7 @@ def train(
     losses: list[float] = []
     window: list[float] = []
     t0 = time.perf_counter()
-    data = _prefetch(batches(seed, batch, RECIPE["camera_strength"], own, kinds))
+    data = _prefetch(batches(seed, batch, RECIPE["camera_strength"], own, kinds, motion))
     for step in range(1, steps + 1):
         x, targets, lengths = next(data)
         logits = model(x)  # N, T, C
@@ -442,11 +449,12 @@ def run(
         if steps != RECIPE["steps"]:  # a smoke run: the second phase in proportion
             refine_steps = max(1, steps * refine_steps // RECIPE["steps"])
         if base is None:
-            model, losses = train(steps, seed=seed, lr=lr)
+            model, losses = train(steps, seed=seed, lr=lr, motion=RECIPE["drum_motion"])
             base = out.with_name(f"{out.stem}.base.onnx")
             export(model, base, {"recipe": {**RECIPE, "steps": steps, "seed": seed}, "phase": "base"})
         model, more = train(refine_steps, seed=seed + refine["seed_offset"], lr=refine["lr"], init=base,
-                            kinds=refine["kinds"], hard_share=refine["hard_share"])  # fmt: skip
+                            kinds=refine["kinds"], hard_share=refine["hard_share"],
+                            motion=refine["drum_motion"])  # fmt: skip
         losses += more
     seconds = time.perf_counter() - t0
     about = {"recipe": {**RECIPE, "steps": steps, "seed": seed, "lr": lr},

@@ -24,6 +24,7 @@ rounded): with geared drums that is the true value rounded to the last drum, so 
 value the counter really passes (01239.6 -> "01240"; 01239.4 -> "01239"). A reading of either
 neighbouring value is right (`neighbours` gives both); anything else (01249, 01230) is wrong. Some
 counters have red fraction drums; drums curve away at the window's top and bottom edges and darken there.
+How often the last drum is caught turning, and between which digits, is `MOTIONS` (`render(motion=...)`).
 
 Camera effects on every crop: the region box's margin and a slight turn, perspective, blur (focus or
 motion), glare, sensor noise, low light, JPEG.
@@ -48,6 +49,14 @@ WEIGHTS = {"seg7": 0.34, "seg14": 0.1, "dotmatrix": 0.08, "printed": 0.13, "drum
 
 FONT_PX = 64  # glyphs are drawn this high, then the crop is scaled to the size a camera gives it
 MOTION = 0.08  # a last drum further than this from a digit is in motion: either neighbour is right
+# How often a counter's last drum is drawn turning, and between which digits (`_drum`):
+# - "even": two in three counters have their last drum turning, as evenly between 6 and 7 as between any
+#   other pair (a camera catches a running meter at any moment), and one in five of all counters is
+#   carrying (9 -> 0, often through several drums) on top of that. The default: what held-back sets use.
+# - "carry": 45% turning, half of them carrying, so 9 -> 0 is drawn ten times as often as any other
+#   pair. The recipe's first phase was rendered so; a model trained only on it learnt that a half-turned
+#   drum reads 9 or 0, and read a last drum between 6 and 7 as 0.
+MOTIONS = ("even", "carry")
 
 
 @dataclass(frozen=True)
@@ -354,16 +363,24 @@ def _drum_positions(value: float, digits: int) -> list[float]:
     return pos[::-1]
 
 
-def _drum(rng: np.random.Generator) -> Crop:
+def _drum(rng: np.random.Generator, motion: str = "even") -> Crop:
     digits = int(rng.integers(4, 10))
     red = int(rng.choice([0, 0, 1, 2, 3])) if digits > 4 else 0
     top = 10 ** (digits - int(rng.integers(0, 3)))  # often a few leading zeros
     whole = int(rng.integers(0, top))
-    if rng.random() < 0.45:  # the last drum in motion, often with a carry through several drums
-        if rng.random() < 0.5:
-            whole = whole - whole % 10 + 9  # 9 -> 0: the carry into the drum to its left
-            if rng.random() < 0.4:
-                whole = whole - whole % 100 + 99
+    if motion == "carry":
+        turning = rng.random() < 0.45
+        carry = turning and rng.random() < 0.5
+    elif motion == "even":
+        r = rng.random()
+        turning, carry = r < 0.65, r < 0.2
+    else:
+        raise ValueError(f"unknown drum motion {motion!r}; one of {MOTIONS}")
+    if carry:  # 9 -> 0: the last drum carries into the drum to its left, often through several
+        whole = whole - whole % 10 + 9
+        if rng.random() < 0.4:
+            whole = whole - whole % 100 + 99
+    if turning:
         value = whole + float(rng.uniform(0.05, 0.95))
     else:
         value = float(whole) + float(rng.uniform(-0.04, 0.04))
@@ -554,8 +571,8 @@ def camera(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> 
 # --- entry points -----------------------------------------------------------------------------------
 
 
-def clean(rng: np.random.Generator, kind: str | None = None) -> Crop:
-    """One crop without camera effects, of `kind` (or one drawn by WEIGHTS)."""
+def clean(rng: np.random.Generator, kind: str | None = None, motion: str = "even") -> Crop:
+    """One crop without camera effects, of `kind` (or one drawn by WEIGHTS); drums turn by `motion`."""
     if kind is None:
         kind = str(rng.choice(list(WEIGHTS), p=np.array(list(WEIGHTS.values())) / sum(WEIGHTS.values())))
     if kind == "seg7":
@@ -567,15 +584,17 @@ def clean(rng: np.random.Generator, kind: str | None = None) -> Crop:
     elif kind == "printed":
         c = _printed(rng)
     elif kind == "drum":
-        c = _drum(rng)
+        c = _drum(rng, motion)
     else:
         raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
     return Crop(_surround(c.image, rng), c.text, c.kind, c.value, c.digits)
 
 
-def render(rng: np.random.Generator, kind: str | None = None, strength: float = 1.0) -> Crop:
+def render(
+    rng: np.random.Generator, kind: str | None = None, strength: float = 1.0, motion: str = "even"
+) -> Crop:
     """One labelled crop as a camera region would cut it."""
-    c = clean(rng, kind)
+    c = clean(rng, kind, motion)
     return Crop(camera(c.image, rng, strength), c.text, c.kind, c.value, c.digits)
 
 
