@@ -130,3 +130,33 @@ def test_base_must_be_a_first_phase_export(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err
     assert "no such file" in err and "FILE.base.onnx" in err
     assert not out.exists()
+
+
+def test_training_takes_either_neighbouring_value_of_a_turning_drum() -> None:
+    # The bench scores a turning drum's either neighbouring value as right; the second phase's loss
+    # (either_neighbour) needs both in each batch: the label and, for a turning drum, the value one step
+    # away; every other crop has only its label.
+    from edge_ocr.train import meter
+    from edge_ocr.train.crnn import CHARSET
+
+    def texts(flat, lengths) -> list[str]:  # noqa: ANN001
+        out, i = [], 0
+        for n in lengths.tolist():
+            out.append("".join(CHARSET[c - 1] for c in flat[i : i + n].tolist()))
+            i += n
+        return out
+
+    _, targets, lengths, others, other_lengths, differs = next(meter.batches(5, 48, 1.0, kinds={"drum": 1.0}))
+    labels, seconds = texts(targets, lengths), texts(others, other_lengths)
+    assert 10 <= int(differs.sum()) <= 40  # about half the drums are caught turning
+    for label, second, turning in zip(labels, seconds, differs.tolist(), strict=True):
+        if not turning:
+            assert second == label
+            continue
+        digits = label.replace(".", "")
+        step = (int(digits) - int(second.replace(".", ""))) % 10 ** len(digits)  # 9999 -> 0000 is a step
+        assert step in (1, 10 ** len(digits) - 1), (label, second)
+        assert label.index(".") == second.index(".") if "." in label else "." not in second
+    # displays never turn: their crops carry their label twice
+    _, _, _, _, _, differs = next(meter.batches(5, 48, 1.0, kinds={"seg7": 1.0}))
+    assert not bool(differs.any())

@@ -82,7 +82,7 @@ def write_card(report: dict, path: Path) -> None:
         "loss_first_last": report["loss_first_last"],
         "held_back": report["held_back"],
         "held_back_data": f"{meter.EVAL_PER_KIND} rendered crops per kind, seeds {meter.EVAL_SEED} + the "
-        "kind's index (never drawn in training)",
+        "kind's index (never drawn in training); drums turning as render.MOTIONS \"even\" draws them",
         "held_back_scoring": "read by the runtime's MeterReader (turning drums decided jointly, a weak "
         "reading looked at again in four framings); a drum reading is right if it is the value of either "
         "neighbouring drum position when the last drum is more than "

@@ -64,6 +64,8 @@ RECIPE: dict[str, Any] = {
         # first phase's crops drew 9 -> 0 ten times as often as 6 -> 7, and its model read a last drum
         # between 6 and 7 as 0.
         "drum_motion": "even",
+        # A turning drum's loss is that of reading either neighbouring value, as it is scored.
+        "either_neighbour": True,
     },
 }
 EVAL_SEED = 7_000_000  # + the kind's index; training never draws from these
@@ -95,17 +97,26 @@ def encode(text: str) -> list[int]:
     return [(CHARSET.index(c) + 1) if c in CHARSET else len(CHARSET) + 1 for c in text]
 
 
-def collate(images: Sequence[np.ndarray], texts: Sequence[str]) -> tuple[Any, Any, Any]:
-    """(N, 1, 32, W) inputs padded on the right by repeating the last column, targets, target lengths."""
+def collate(
+    images: Sequence[np.ndarray], texts: Sequence[str], others: Sequence[str] | None = None
+) -> tuple[Any, ...]:
+    """(N, 1, 32, W) inputs padded on the right by repeating the last column, targets, target lengths,
+    the same two for `others` (each crop's other right reading: a turning drum's other neighbour, the
+    label itself where there is none) and which crops have another."""
     torch = _torch()
     prepared = [prepare(img) for img in images]
     width = max(p.shape[1] for p in prepared)
     width = int(math.ceil(width / 4) * 4)
     batch = np.stack([np.pad(p, ((0, 0), (0, width - p.shape[1])), mode="edge") for p in prepared])
-    targets = [encode(t) for t in texts]
-    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
-    lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
-    return torch.from_numpy(batch[:, None]), flat, lengths
+
+    def encoded(labels: Sequence[str]) -> tuple[Any, Any]:
+        targets = [encode(t) for t in labels]
+        flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+        return flat, torch.tensor([len(t) for t in targets], dtype=torch.long)
+
+    others = others if others is not None else texts
+    differs = torch.tensor([o != t for t, o in zip(texts, others, strict=True)], dtype=torch.bool)
+    return torch.from_numpy(batch[:, None]), *encoded(texts), *encoded(others), differs
 
 
 @dataclass
@@ -154,21 +165,22 @@ def batches(
     while True:
         rng = np.random.default_rng([seed, 0, k])
         k += 1
-        pool: list[tuple[np.ndarray, str]] = []
+        pool: list[tuple[np.ndarray, str, str]] = []
         for i in range(4 * batch):
             if own and i % 4 == 0:
                 item = own[int(rng.integers(0, len(own)))]
                 img = render.camera(item.image, rng, 0.5) if rng.random() < 0.7 else item.image
-                pool.append((img, item.text))
+                pool.append((img, item.text, item.text))
             else:
                 kind = str(rng.choice(names, p=odds)) if kinds else None
                 c = render.render(rng, kind, strength=strength, motion=motion)
-                pool.append((c.image, c.text))
+                other = next((t for t in render.neighbours(c) if t != c.text), c.text)
+                pool.append((c.image, c.text, other))
         pool.sort(key=lambda p: width_for(p[0]))
         chunks = [pool[i : i + batch] for i in range(0, len(pool), batch)]
         random.Random(k).shuffle(chunks)
         for chunk in chunks:
-            yield collate([p[0] for p in chunk], [p[1] for p in chunk])
+            yield collate([p[0] for p in chunk], [p[1] for p in chunk], [p[2] for p in chunk])
 
 
 def _prefetch(it: Iterator[tuple], depth: int = 2) -> Iterator[tuple]:
@@ -216,10 +228,13 @@ def train(
     kinds: dict[str, float] | None = None,
     hard_share: float = 0.0,
     motion: str = "even",
+    either: bool = False,
 ) -> tuple[Any, list[float]]:
     """Train (or fine-tune from the FP32 ONNX `init`) for `steps`; (model, mean loss per report).
 
-    With `hard_share`, the loss adds the mean of that share of each batch's highest per-crop losses."""
+    With `hard_share`, the loss adds the mean of that share of each batch's highest per-crop losses.
+    With `either`, a turning drum's loss is that of reading either neighbouring value (the log of the
+    sum of both readings' probabilities), as it is scored, instead of the nearest one's only."""
     torch = _torch()
     from edge_ocr.train.crnn import MeterCRNN
 
@@ -245,11 +260,17 @@ def train(
     t0 = time.perf_counter()
     data = _prefetch(batches(seed, batch, RECIPE["camera_strength"], own, kinds, motion))
     for step in range(1, steps + 1):
-        x, targets, lengths = next(data)
+        x, targets, lengths, others, other_lengths, differs = next(data)
         logits = model(x)  # N, T, C
         logp = logits.log_softmax(-1).permute(1, 0, 2)  # T, N, C
         inputs = torch.full((x.shape[0],), logp.shape[0], dtype=torch.long)
-        per = ctc(logp, targets, inputs, lengths) / lengths.clamp(min=1)  # as reduction="mean" weighs
+        nll = ctc(logp, targets, inputs, lengths)
+        if either:
+            # Near the half turn the nearest digit is a coin toss the crop cannot show; asking for it
+            # taught the model to pick one drum's upper digit beside the next one's lower (031749).
+            both = -torch.logaddexp(-nll, -ctc(logp, others, inputs, other_lengths))
+            nll = torch.where(differs, both, nll)
+        per = nll / lengths.clamp(min=1)  # as reduction="mean" weighs
         loss = per.mean()
         if hard_share > 0:
             loss = loss + per.topk(max(1, int(len(per) * hard_share))).values.mean()
@@ -454,7 +475,7 @@ def run(
             export(model, base, {"recipe": {**RECIPE, "steps": steps, "seed": seed}, "phase": "base"})
         model, more = train(refine_steps, seed=seed + refine["seed_offset"], lr=refine["lr"], init=base,
                             kinds=refine["kinds"], hard_share=refine["hard_share"],
-                            motion=refine["drum_motion"])  # fmt: skip
+                            motion=refine["drum_motion"], either=refine["either_neighbour"])  # fmt: skip
         losses += more
     seconds = time.perf_counter() - t0
     about = {"recipe": {**RECIPE, "steps": steps, "seed": seed, "lr": lr},
