@@ -160,3 +160,12 @@ def test_training_takes_either_neighbouring_value_of_a_turning_drum() -> None:
     # displays never turn: their crops carry their label twice
     _, _, _, _, _, differs = next(meter.batches(5, 48, 1.0, kinds={"seg7": 1.0}))
     assert not bool(differs.any())
+
+
+def test_the_shipped_card_states_the_recipe_the_code_trains_with() -> None:
+    # `train meter --out F` reproduces the shipped model only if the code's recipe is the one the card
+    # says trained it: a recipe edited for an experiment that did not ship must not stay behind.
+    from edge_ocr.modelbuild import meter as shipped
+    from edge_ocr.train import meter
+
+    assert shipped.card()["recipe"] == json.loads(json.dumps(meter.RECIPE))
