@@ -70,9 +70,9 @@ def test_either_neighbour_of_a_drum_in_motion_is_right_and_nothing_else() -> Non
 
 
 def test_turning_last_drums_stop_between_every_pair_of_digits() -> None:
-    # A camera catches a running meter with its last drum between 6 and 7 as often as between 2 and 3.
-    # Drawn mostly passing 9 -> 0 (the first phase's "carry"), a model learnt that a half-turned drum
-    # reads 9 or 0 and read 0126/0127 as 0120.
+    # A camera catches a running meter with its last drum between 6 and 7 as often as between 2 and 3;
+    # held-back counters must show every pair, not mostly 9 -> 0 as the recipe's "carry" drawing does
+    # (the shipped model reads some of the others wrong: 0126/0127 as 0120).
     def pairs(motion: str) -> list[int]:
         rng = np.random.default_rng(0)
         counts = [0] * 10

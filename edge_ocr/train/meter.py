@@ -267,8 +267,8 @@ def train(
         inputs = torch.full((x.shape[0],), logp.shape[0], dtype=torch.long)
         nll = ctc(logp, targets, inputs, lengths)
         if either:
-            # Near the half turn the nearest digit is a coin toss the crop cannot show; asking for it
-            # taught the model to pick one drum's upper digit beside the next one's lower (031749).
+            # Near the half turn the nearest digit is a coin toss the crop cannot show; the model asked
+            # for it reads one drum's upper digit beside the next one's lower with certainty (031749).
             both = -torch.logaddexp(-nll, -ctc(logp, others, inputs, other_lengths))
             nll = torch.where(differs, both, nll)
         per = nll / lengths.clamp(min=1)  # as reduction="mean" weighs

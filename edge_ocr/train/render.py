@@ -54,8 +54,9 @@ MOTION = 0.08  # a last drum further than this from a digit is in motion: either
 #   other pair (a camera catches a running meter at any moment), and one in five of all counters is
 #   carrying (9 -> 0, often through several drums) on top of that. The default: what held-back sets use.
 # - "carry": 45% turning, half of them carrying, so 9 -> 0 is drawn ten times as often as any other
-#   pair. The recipe's first phase was rendered so; a model trained only on it learnt that a half-turned
-#   drum reads 9 or 0, and read a last drum between 6 and 7 as 0.
+#   pair. Both of the recipe's phases were rendered so (the shipped model's crops); that model reads
+#   some last drums between 6 and 7 as 0 (0126/0127 -> 0120), and refining it on "even" drums did not
+#   change its figures (train.meter.RECIPE), so "even" is for judging, not yet for training.
 MOTIONS = ("even", "carry")
 
 
