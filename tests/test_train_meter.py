@@ -132,10 +132,10 @@ def test_base_must_be_a_first_phase_export(tmp_path: Path, capsys: pytest.Captur
     assert not out.exists()
 
 
-def test_training_takes_either_neighbouring_value_of_a_turning_drum() -> None:
+def test_training_sees_both_neighbouring_values_of_a_turning_drum_and_how_far_it_turned() -> None:
     # The bench scores a turning drum's either neighbouring value as right; the second phase's loss
-    # (either_neighbour) needs both in each batch: the label and, for a turning drum, the value one step
-    # away; every other crop has only its label.
+    # (turning_drums) needs both in each batch: the label and, for a turning drum, the value one step
+    # away with how much of it the window shows; every other crop has only its label.
     from edge_ocr.train import meter
     from edge_ocr.train.crnn import CHARSET
 
@@ -146,20 +146,44 @@ def test_training_takes_either_neighbouring_value_of_a_turning_drum() -> None:
             i += n
         return out
 
-    _, targets, lengths, others, other_lengths, differs = next(meter.batches(5, 48, 1.0, kinds={"drum": 1.0}))
+    _, targets, lengths, others, other_lengths, share = next(meter.batches(5, 48, 1.0, kinds={"drum": 1.0}))
     labels, seconds = texts(targets, lengths), texts(others, other_lengths)
-    assert 10 <= int(differs.sum()) <= 40  # about half the drums are caught turning
-    for label, second, turning in zip(labels, seconds, differs.tolist(), strict=True):
-        if not turning:
+    assert 10 <= int((share > 0).sum()) <= 40  # about half the drums are caught turning
+    for label, second, shown in zip(labels, seconds, share.tolist(), strict=True):
+        if shown == 0:
             assert second == label
             continue
+        # the label is the nearer digit, so the other one shows less, and a drum this far is in motion
+        assert render.MOTION <= shown <= 0.5, shown
         digits = label.replace(".", "")
         step = (int(digits) - int(second.replace(".", ""))) % 10 ** len(digits)  # 9999 -> 0000 is a step
         assert step in (1, 10 ** len(digits) - 1), (label, second)
         assert label.index(".") == second.index(".") if "." in label else "." not in second
     # displays never turn: their crops carry their label twice
-    _, _, _, _, _, differs = next(meter.batches(5, 48, 1.0, kinds={"seg7": 1.0}))
-    assert not bool(differs.any())
+    _, _, _, _, _, share = next(meter.batches(5, 48, 1.0, kinds={"seg7": 1.0}))
+    assert not bool(share.any())
+
+
+def test_a_turning_drum_trained_by_share_reads_as_far_as_it_turned() -> None:
+    # "share" must make the model's probability of the other reading the share the window shows (what
+    # gearing weighs), "either" must leave the model free to pick one, "nearest" must push to the label.
+    import torch
+
+    from edge_ocr.train import meter
+
+    share = torch.tensor([0.3])
+    best = {}
+    for turning in meter.TURNING:
+        p = torch.linspace(0.01, 0.99, 99)  # the model's probability of the other reading
+        loss = meter.turning_loss(-torch.log(1 - p), -torch.log(p), share.expand(99), turning)
+        best[turning] = float(p[int(loss.argmin())])
+    assert abs(best["share"] - 0.3) < 0.011
+    assert best["nearest"] == pytest.approx(0.01)
+    # either reading is as good as the other: the loss is flat
+    either = meter.turning_loss(-torch.log(1 - p), -torch.log(p), share.expand(99), "either")
+    assert float(either.max() - either.min()) < 1e-5
+    with pytest.raises(ValueError, match="turning-drum loss"):
+        meter.train(1, turning="rounded")
 
 
 def test_the_shipped_card_states_the_recipe_the_code_trains_with() -> None:

@@ -63,12 +63,21 @@ RECIPE: dict[str, Any] = {
         # How the shipped model's second phase drew drums and scored turning ones. Tried on the same base
         # and seed, each neutral on 3,000 crops (held back and fresh, "even" drums), so not shipped:
         # "even" drums: drums 0.947 -> 0.947 held back, 0.973 -> 0.973 fresh at 0.7, seg7 0.970 -> 0.957;
-        # "even" + either_neighbour: drums 0.953 / 0.977, wrong above the last digit 0.040 -> 0.033
+        # "even" + turning_drums "either": drums 0.953 / 0.977, wrong above the last digit 0.040 -> 0.033
         # held back, but seg7 0.970 -> 0.953.
         "drum_motion": "carry",
-        "either_neighbour": False,
+        "turning_drums": "nearest",  # TURNING
     },
 }
+# What a drum caught between two digits is trained to read:
+# - "nearest": the label only, the digit nearest the window's centre. Near the half turn that is a coin
+#   toss the crop cannot show, and a model so trained reads one drum's upper digit beside the next one's
+#   lower with certainty (031739.49 -> 031749), which no joint decision (`inference.gearing`) can undo.
+# - "either": the log of the summed probabilities of both neighbouring readings, as the bench scores it.
+# - "share": cross-entropy against both readings, each weighted by how much of it the window shows
+#   (`render.other_share`): trained so, the digit probabilities of turning drums say how far they have
+#   turned, which is the evidence `inference.gearing` weighs to keep geared drums on one side.
+TURNING = ("nearest", "either", "share")
 EVAL_SEED = 7_000_000  # + the kind's index; training never draws from these
 EVAL_PER_KIND = 300
 # A retrain is accepted as the committed model's twin when every figure is within this of the
@@ -99,11 +108,15 @@ def encode(text: str) -> list[int]:
 
 
 def collate(
-    images: Sequence[np.ndarray], texts: Sequence[str], others: Sequence[str] | None = None
+    images: Sequence[np.ndarray],
+    texts: Sequence[str],
+    others: Sequence[str] | None = None,
+    shares: Sequence[float] | None = None,
 ) -> tuple[Any, ...]:
     """(N, 1, 32, W) inputs padded on the right by repeating the last column, targets, target lengths,
     the same two for `others` (each crop's other right reading: a turning drum's other neighbour, the
-    label itself where there is none) and which crops have another."""
+    label itself where there is none) and how much of that other reading each crop shows (0 to 0.5,
+    `render.other_share`; 0 where there is none)."""
     torch = _torch()
     prepared = [prepare(img) for img in images]
     width = max(p.shape[1] for p in prepared)
@@ -116,8 +129,11 @@ def collate(
         return flat, torch.tensor([len(t) for t in targets], dtype=torch.long)
 
     others = others if others is not None else texts
-    differs = torch.tensor([o != t for t, o in zip(texts, others, strict=True)], dtype=torch.bool)
-    return torch.from_numpy(batch[:, None]), *encoded(texts), *encoded(others), differs
+    shares = shares if shares is not None else [0.0] * len(texts)
+    share = torch.tensor(
+        [s if o != t else 0.0 for t, o, s in zip(texts, others, shares, strict=True)], dtype=torch.float32
+    )
+    return torch.from_numpy(batch[:, None]), *encoded(texts), *encoded(others), share
 
 
 @dataclass
@@ -166,22 +182,22 @@ def batches(
     while True:
         rng = np.random.default_rng([seed, 0, k])
         k += 1
-        pool: list[tuple[np.ndarray, str, str]] = []
+        pool: list[tuple[np.ndarray, str, str, float]] = []
         for i in range(4 * batch):
             if own and i % 4 == 0:
                 item = own[int(rng.integers(0, len(own)))]
                 img = render.camera(item.image, rng, 0.5) if rng.random() < 0.7 else item.image
-                pool.append((img, item.text, item.text))
+                pool.append((img, item.text, item.text, 0.0))
             else:
                 kind = str(rng.choice(names, p=odds)) if kinds else None
                 c = render.render(rng, kind, strength=strength, motion=motion)
                 other = next((t for t in render.neighbours(c) if t != c.text), c.text)
-                pool.append((c.image, c.text, other))
+                pool.append((c.image, c.text, other, render.other_share(c)))
         pool.sort(key=lambda p: width_for(p[0]))
         chunks = [pool[i : i + batch] for i in range(0, len(pool), batch)]
         random.Random(k).shuffle(chunks)
         for chunk in chunks:
-            yield collate([p[0] for p in chunk], [p[1] for p in chunk], [p[2] for p in chunk])
+            yield collate(*(list(column) for column in zip(*chunk, strict=True)))
 
 
 def _prefetch(it: Iterator[tuple], depth: int = 2) -> Iterator[tuple]:
@@ -216,6 +232,17 @@ def _prefetch(it: Iterator[tuple], depth: int = 2) -> Iterator[tuple]:
 # --- training ---------------------------------------------------------------------------------------
 
 
+def turning_loss(nll: Any, other: Any, share: Any, turning: str) -> Any:
+    """Per-crop loss from the negative log-likelihoods of the label (`nll`) and of the other right
+    reading (`other`), `share` being how much of that other reading the crop shows (`TURNING`)."""
+    torch = _torch()
+    if turning == "either":
+        return torch.where(share > 0, -torch.logaddexp(-nll, -other), nll)
+    if turning == "share":  # cross-entropy against the two readings, weighted by how far the drum turned
+        return (1 - share) * nll + share * other
+    return nll
+
+
 def train(
     steps: int,
     *,
@@ -229,13 +256,14 @@ def train(
     kinds: dict[str, float] | None = None,
     hard_share: float = 0.0,
     motion: str = "even",
-    either: bool = False,
+    turning: str = "nearest",
 ) -> tuple[Any, list[float]]:
     """Train (or fine-tune from the FP32 ONNX `init`) for `steps`; (model, mean loss per report).
 
     With `hard_share`, the loss adds the mean of that share of each batch's highest per-crop losses.
-    With `either`, a turning drum's loss is that of reading either neighbouring value (the log of the
-    sum of both readings' probabilities), as it is scored, instead of the nearest one's only."""
+    `turning` is what a drum in motion is trained to read (`TURNING`)."""
+    if turning not in TURNING:
+        raise ValueError(f"unknown turning-drum loss {turning!r}; one of {TURNING}")
     torch = _torch()
     from edge_ocr.train.crnn import MeterCRNN
 
@@ -261,16 +289,13 @@ def train(
     t0 = time.perf_counter()
     data = _prefetch(batches(seed, batch, RECIPE["camera_strength"], own, kinds, motion))
     for step in range(1, steps + 1):
-        x, targets, lengths, others, other_lengths, differs = next(data)
+        x, targets, lengths, others, other_lengths, share = next(data)
         logits = model(x)  # N, T, C
         logp = logits.log_softmax(-1).permute(1, 0, 2)  # T, N, C
         inputs = torch.full((x.shape[0],), logp.shape[0], dtype=torch.long)
         nll = ctc(logp, targets, inputs, lengths)
-        if either:
-            # Near the half turn the nearest digit is a coin toss the crop cannot show; the model asked
-            # for it reads one drum's upper digit beside the next one's lower with certainty (031749).
-            both = -torch.logaddexp(-nll, -ctc(logp, others, inputs, other_lengths))
-            nll = torch.where(differs, both, nll)
+        if turning != "nearest":
+            nll = turning_loss(nll, ctc(logp, others, inputs, other_lengths), share, turning)
         per = nll / lengths.clamp(min=1)  # as reduction="mean" weighs
         loss = per.mean()
         if hard_share > 0:
@@ -476,7 +501,7 @@ def run(
             export(model, base, {"recipe": {**RECIPE, "steps": steps, "seed": seed}, "phase": "base"})
         model, more = train(refine_steps, seed=seed + refine["seed_offset"], lr=refine["lr"], init=base,
                             kinds=refine["kinds"], hard_share=refine["hard_share"],
-                            motion=refine["drum_motion"], either=refine["either_neighbour"])  # fmt: skip
+                            motion=refine["drum_motion"], turning=refine["turning_drums"])  # fmt: skip
         losses += more
     seconds = time.perf_counter() - t0
     about = {"recipe": {**RECIPE, "steps": steps, "seed": seed, "lr": lr},

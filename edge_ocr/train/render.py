@@ -87,6 +87,14 @@ def neighbours(crop: Crop) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_drum_text(v % mod, crop.digits, crop.text) for v in (lo, hi)))
 
 
+def other_share(crop: Crop) -> float:
+    """How far a drum in motion has turned from its label towards its other neighbour (0 to 0.5 of a
+    digit; 0 for a still drum and for displays): the share of that neighbour a calibrated reader gives."""
+    if crop.value is None or len(neighbours(crop)) < 2:
+        return 0.0
+    return abs(crop.value - math.floor(crop.value + 0.5))
+
+
 def _drum_text(v: int, digits: int, like: str) -> str:
     s = str(v).zfill(digits)
     if "." in like:  # a printed point between integer and fraction drums
