@@ -60,13 +60,17 @@ RECIPE: dict[str, Any] = {
         "seed_offset": 1,
         "kinds": {"seg7": 0.28, "seg14": 0.08, "dotmatrix": 0.06, "printed": 0.08, "drum": 0.5},
         "hard_share": 0.25,
-        # How the shipped model's second phase drew drums and scored turning ones. Tried on the same base
-        # and seed, each neutral on 3,000 crops (held back and fresh, "even" drums), so not shipped:
-        # "even" drums: drums 0.947 -> 0.947 held back, 0.973 -> 0.973 fresh at 0.7, seg7 0.970 -> 0.957;
-        # "even" + turning_drums "either": drums 0.953 / 0.977, wrong above the last digit 0.040 -> 0.033
-        # held back, but seg7 0.970 -> 0.953.
-        "drum_motion": "carry",
-        "turning_drums": "nearest",  # TURNING
+        # Drums turning evenly, each turning drum trained to read as far as it turned ("share"), so that
+        # gearing has the evidence to keep geared drums on one side. Against the same base, seed and
+        # crops, the second phase with carry drums and the nearest digit (the model shipped before):
+        # drums wrong above the last digit 0.040 -> 0.030 held back, 0.020 -> 0.010 fresh at strength
+        # 0.7, 0.047 -> 0.039 on 1,000 fresh at 1.0; drums right 0.947 -> 0.953, 0.973 -> 0.983, 0.936 ->
+        # 0.947; seg7 0.970 -> 0.953 held back, 0.959 -> 0.965 on 1,000 fresh. Tried and not better:
+        # nearest on "even" drums; "either" (drums 0.953, wrong above last 0.033, seg7 0.953); "share"
+        # on carry drums (drums 0.940 / 0.040); "share" with the hard quarter ranked by loss above the
+        # entropy floor (drums 0.937 / 0.047 held back).
+        "drum_motion": "even",
+        "turning_drums": "share",  # TURNING
     },
 }
 # What a drum caught between two digits is trained to read:
