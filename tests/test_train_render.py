@@ -71,8 +71,8 @@ def test_either_neighbour_of_a_drum_in_motion_is_right_and_nothing_else() -> Non
 
 def test_turning_last_drums_stop_between_every_pair_of_digits() -> None:
     # A camera catches a running meter with its last drum between 6 and 7 as often as between 2 and 3;
-    # held-back counters must show every pair, not mostly 9 -> 0 as the recipe's "carry" drawing does
-    # (the shipped model reads some of the others wrong: 0126/0127 as 0120).
+    # held-back counters must show every pair, not mostly 9 -> 0 as the "carry" drawing does (a model
+    # refined on "carry" drums only read some of the others wrong: 0126/0127 as 0120).
     def pairs(motion: str) -> list[int]:
         rng = np.random.default_rng(0)
         counts = [0] * 10

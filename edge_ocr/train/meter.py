@@ -79,7 +79,7 @@ RECIPE: dict[str, Any] = {
 #   lower with certainty (031739.49 -> 031749), which no joint decision (`inference.gearing`) can undo.
 # - "either": the log of the summed probabilities of both neighbouring readings, as the bench scores it.
 # - "share": cross-entropy against both readings, each weighted by how much of it the window shows
-#   (`render.other_share`): trained so, the digit probabilities of turning drums say how far they have
+#   (`render.other_reading`): trained so, the digit probabilities of turning drums say how far they have
 #   turned, which is the evidence `inference.gearing` weighs to keep geared drums on one side.
 TURNING = ("nearest", "either", "share")
 EVAL_SEED = 7_000_000  # + the kind's index; training never draws from these
@@ -120,7 +120,7 @@ def collate(
     """(N, 1, 32, W) inputs padded on the right by repeating the last column, targets, target lengths,
     the same two for `others` (each crop's other right reading: a turning drum's other neighbour, the
     label itself where there is none) and how much of that other reading each crop shows (0 to 0.5,
-    `render.other_share`; 0 where there is none)."""
+    `render.other_reading`; 0 where there is none)."""
     torch = _torch()
     prepared = [prepare(img) for img in images]
     width = max(p.shape[1] for p in prepared)
@@ -133,10 +133,7 @@ def collate(
         return flat, torch.tensor([len(t) for t in targets], dtype=torch.long)
 
     others = others if others is not None else texts
-    shares = shares if shares is not None else [0.0] * len(texts)
-    share = torch.tensor(
-        [s if o != t else 0.0 for t, o, s in zip(texts, others, shares, strict=True)], dtype=torch.float32
-    )
+    share = torch.tensor(shares if shares is not None else [0.0] * len(texts), dtype=torch.float32)
     return torch.from_numpy(batch[:, None]), *encoded(texts), *encoded(others), share
 
 
@@ -195,8 +192,7 @@ def batches(
             else:
                 kind = str(rng.choice(names, p=odds)) if kinds else None
                 c = render.render(rng, kind, strength=strength, motion=motion)
-                other = next((t for t in render.neighbours(c) if t != c.text), c.text)
-                pool.append((c.image, c.text, other, render.other_share(c)))
+                pool.append((c.image, c.text, *render.other_reading(c)))
         pool.sort(key=lambda p: width_for(p[0]))
         chunks = [pool[i : i + batch] for i in range(0, len(pool), batch)]
         random.Random(k).shuffle(chunks)

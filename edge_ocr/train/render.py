@@ -54,9 +54,8 @@ MOTION = 0.08  # a last drum further than this from a digit is in motion: either
 #   other pair (a camera catches a running meter at any moment), and one in five of all counters is
 #   carrying (9 -> 0, often through several drums) on top of that. The default: what held-back sets use.
 # - "carry": 45% turning, half of them carrying, so 9 -> 0 is drawn ten times as often as any other
-#   pair. Both of the recipe's phases were rendered so (the shipped model's crops); that model reads
-#   some last drums between 6 and 7 as 0 (0126/0127 -> 0120), and refining it on "even" drums did not
-#   change its figures (train.meter.RECIPE), so "even" is for judging, not yet for training.
+#   pair. The recipe's first phase is rendered so; its second phase, and the held-back sets, use "even"
+#   (a model refined on "carry" drums only read some last drums between 6 and 7 as 0: 0126/0127 -> 0120).
 MOTIONS = ("even", "carry")
 
 
@@ -87,12 +86,14 @@ def neighbours(crop: Crop) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_drum_text(v % mod, crop.digits, crop.text) for v in (lo, hi)))
 
 
-def other_share(crop: Crop) -> float:
-    """How far a drum in motion has turned from its label towards its other neighbour (0 to 0.5 of a
-    digit; 0 for a still drum and for displays): the share of that neighbour a calibrated reader gives."""
-    if crop.value is None or len(neighbours(crop)) < 2:
-        return 0.0
-    return abs(crop.value - math.floor(crop.value + 0.5))
+def other_reading(crop: Crop) -> tuple[str, float]:
+    """A drum in motion's other right reading and how far the drum has turned from its label towards it
+    (0 to 0.5 of a digit: the share of that reading a calibrated reader gives); the label and 0 for a
+    still drum and for displays."""
+    other = next((t for t in neighbours(crop) if t != crop.text), None)
+    if other is None or crop.value is None:
+        return crop.text, 0.0
+    return other, abs(crop.value - math.floor(crop.value + 0.5))
 
 
 def _drum_text(v: int, digits: int, like: str) -> str:
