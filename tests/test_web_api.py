@@ -430,9 +430,10 @@ def test_serve_answers_a_page_like_the_cli_and_stops_cleanly(tmp_path, eval_data
     `edge-ocr ocr --json`, SIGTERM ends it with 0."""
     port = free_port()
     cfg = tmp_path / "serve.yaml"
+    state = tmp_path / "state"
     # One onnxruntime thread, as `edge-ocr ocr` uses: other thread counts sum in another order, and a
     # borderline character of this line ("BIL1") may then flip.
-    cfg.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "engine": {"threads": 1},
+    cfg.write_text(yaml.safe_dump({"state_dir": str(state), "engine": {"threads": 1},
                                    "sources": [{"name": "inbox", "type": "folder", "path": str(tmp_path)}],
                                    "http": {"port": port}}))  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -456,7 +457,7 @@ def test_serve_answers_a_page_like_the_cli_and_stops_cleanly(tmp_path, eval_data
         # cached: det INT8 runs near the 1.1x bar on some CPUs, and two probes may then choose apart.
         cli = subprocess.run([sys.executable, "-m", "edge_ocr", "ocr", "--json", str(line)],
                              capture_output=True, text=True, timeout=120,
-                             env={**env, "EDGE_OCR_CACHE": str(tmp_path / "state" / "graphs")})  # fmt: skip
+                             env={**env, "EDGE_OCR_CACHE": str(state / "graphs")})  # fmt: skip
         expected = json.loads(cli.stdout)
         assert r.json()["text"] == expected["text"]
         def precision(model: dict[str, Any]) -> dict[str, Any]:
