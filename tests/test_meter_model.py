@@ -161,7 +161,7 @@ class _Counting:
 def test_a_weak_reading_gets_a_second_look_and_a_sure_one_does_not() -> None:
     import onnxruntime as ort
 
-    from edge_ocr.inference.meter import SECOND_LOOK_BELOW, MeterReader, weakest
+    from edge_ocr.inference.meter import SECOND_LOOK_BELOW, MeterReader, framings, weakest
 
     session = _Counting(ort.InferenceSession(str(MODELS / "meter" / "meter_crnn.fp32.onnx"),
                                              providers=["CPUExecutionProvider"]))  # fmt: skip
@@ -174,7 +174,27 @@ def test_a_weak_reading_gets_a_second_look_and_a_sure_one_does_not() -> None:
     smeared = cv2.GaussianBlur(sharp.image, (0, 0), sharp.image.shape[0] / 12)
     session.runs = 0
     reader.read([smeared], DIGITS)
-    assert session.runs == 5
+    assert session.runs == 1 + len(framings(smeared)) >= 5
+
+
+def test_a_loose_box_round_a_counter_gets_a_look_at_its_digits_band() -> None:
+    from edge_ocr.inference.meter import framings, text_band
+
+    counter = render.clean(np.random.default_rng(TEST_SEED + 7), "drum").image
+    h, w = counter.shape[:2]
+    # the box drawn round the whole face: as much plain face above and below as the counter is high,
+    # with the face's frame near the box's edges
+    face = [int(v) for v in np.median(counter[0], axis=0)]
+    loose = cv2.copyMakeBorder(counter, h, h, 4, 4, cv2.BORDER_CONSTANT, value=face)
+    cv2.rectangle(loose, (1, 3), (w + 6, 3 * h - 4), (20, 20, 20), 2)
+    band = text_band(loose)
+    assert band is not None, "no band found round a counter a third of the box high"
+    # the counter's middle (its digits) is in the band, the plain face above and below is not
+    assert h <= band.start <= 1.4 * h and 1.6 * h <= band.stop <= 2 * h, (band, h)
+    # a crop the digits already fill has no tighter band to offer, and one look fewer
+    digits = counter[int(h * 0.3) : int(h * 0.7)]
+    assert text_band(digits) is None
+    assert len(framings(loose)) == len(framings(digits)) + 1
 
 
 def test_the_reading_most_looks_agree_on_wins() -> None:
