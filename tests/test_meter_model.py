@@ -197,6 +197,25 @@ def test_a_loose_box_round_a_counter_gets_a_look_at_its_digits_band() -> None:
     assert len(framings(loose)) == len(framings(digits)) + 1
 
 
+def test_a_sure_reading_that_left_a_character_half_seen_is_flagged() -> None:
+    from edge_ocr.inference.meter import UNREAD_BELOW, unread
+
+    def frames(*rows: tuple[int, float]) -> np.ndarray:
+        """One frame a row: (class, its probability), the rest on the blank (class 0)."""
+        p = np.zeros((len(rows), 14), np.float32)
+        for t, (cls, prob) in enumerate(rows):
+            p[t, cls] += prob
+            p[t, 0] += 1.0 - prob
+        return p
+
+    read = [(1, 0.99), (0, 1.0), (0, 1.0), (2, 0.98), (0, 1.0), (0, 1.0)]
+    assert unread(frames(*read, (0, 1.0), (0, 1.0))) < UNREAD_BELOW
+    # a last digit the best path drops (blank wins its frames) but the model gave 0.4
+    assert unread(frames(*read, (5, 0.4), (5, 0.3))) == pytest.approx(0.4)
+    # the onset and fade of a read character are its own, not a character missed
+    assert unread(frames((0, 1.0), (1, 0.45), (1, 0.99), (1, 0.4), (0, 1.0), (0, 1.0))) < UNREAD_BELOW
+
+
 def test_the_reading_most_looks_agree_on_wins() -> None:
     from edge_ocr.inference.ctc import Decoded
     from edge_ocr.inference.meter import agreed
