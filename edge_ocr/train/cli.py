@@ -84,7 +84,8 @@ def write_card(report: dict, path: Path) -> None:
         "held_back_data": f"{meter.EVAL_PER_KIND} rendered crops per kind, seeds {meter.EVAL_SEED} + the "
         "kind's index (never drawn in training); drums turning as render.MOTIONS \"even\" draws them",
         "held_back_scoring": "read by the runtime's MeterReader (turning drums decided jointly, a weak "
-        "reading looked at again in four framings); a drum reading is right if it is the value of either "
+        "reading or one that left a character half seen looked at again in four or five framings, the "
+        "fifth round the digits' band); a drum reading is right if it is the value of either "
         "neighbouring drum position when the last drum is more than "
         f"{render.MOTION:.0%} of a digit away from both (in motion), else only the nearest",
     }
