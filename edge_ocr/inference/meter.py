@@ -169,9 +169,9 @@ class MeterReader:
         mask = self.mask(allowed) if allowed is not None else None
         out = []
         for crop in crops:
-            probs = self._probs(prepare(crop))
-            first = self._decode(probs, mask)
-            if weakest(first) >= SECOND_LOOK_BELOW and unread(masked(probs, mask)) < UNREAD_BELOW:
+            probs = masked(self._probs(prepare(crop)), mask)
+            first = self._decode(probs)
+            if weakest(first) >= SECOND_LOOK_BELOW and unread(probs) < UNREAD_BELOW:
                 out.append(first)
                 continue
             out.append(agreed([first] + [self._look(x, mask) for x in framings(crop)]))
@@ -181,12 +181,12 @@ class MeterReader:
         return run(self._session, {self._input: x[None, None]})[0][0]
 
     def _look(self, x: np.ndarray, mask: np.ndarray | None) -> Decoded:
-        return self._decode(self._probs(x), mask)
+        return self._decode(masked(self._probs(x), mask))
 
-    def _decode(self, probs: np.ndarray, mask: np.ndarray | None) -> Decoded:
-        """Greedy CTC (as `ctc.greedy_decode`), a counter's turning drums decided jointly (`gearing`),
-        and the blank cells read as spaces dropped: a reading is the digits between them."""
-        p = masked(probs, mask)
+    def _decode(self, p: np.ndarray) -> Decoded:
+        """Greedy CTC (as `ctc.greedy_decode`) over probabilities already `masked` to the allowed
+        characters, a counter's turning drums decided jointly (`gearing`), and the blank cells read as
+        spaces dropped: a reading is the digits between them."""
         chars, firsts, dists = [], [], []
         for cls, start, end in runs(p.argmax(axis=1)):
             ch = self.charset[cls - 1]
