@@ -224,3 +224,23 @@ def test_the_reading_most_looks_agree_on_wins() -> None:
              Decoded("0123", 0.7, (0.9, 0.9, 0.9, 0.4)), Decoded("", 0.0)]  # fmt: skip
     assert agreed(looks) == looks[2]  # two agree on 0123; the surer of them
     assert agreed(looks[1:2] + looks[3:]).text == "0128"  # a tie: the surer reading
+
+
+def test_a_box_drawn_generously_round_a_display_reads_like_a_tight_one(meter_engine: Engine) -> None:
+    # Users draw region boxes by hand: plain face above and below the digits must not turn a reading
+    # into a sure misread (before `fitted`, 7-segment crops with their height again as plain face read
+    # 0.56-0.75 exact, counters 0.52-0.81).
+    from edge_ocr.inference.meter import fitted
+
+    def generous(img: np.ndarray) -> np.ndarray:
+        h = img.shape[0]
+        face = [int(v) for v in np.median(img[0], axis=0)]
+        return cv2.copyMakeBorder(img, h, h, h // 4, h // 4, cv2.BORDER_CONSTANT, value=face)
+
+    for kind in ("seg7", "drum"):
+        crops = render.render_set(TEST_SEED + 50 + render.KINDS.index(kind), 40, kind, 0.5)
+        right = sum(meter_engine.run_meter(generous(c.image), DIGITS).text in render.neighbours(c)
+                    for c in crops)  # fmt: skip
+        assert right >= 36, f"{kind}: {right} of 40 right in a generous box"
+        # the generous box is cut to the digits' rows and the margins a drum's rims need
+        assert all(fitted(generous(c.image)).shape[0] < 2 * c.image.shape[0] for c in crops)

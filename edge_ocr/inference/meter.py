@@ -59,41 +59,69 @@ def prepare(crop: np.ndarray, width: int | None = None) -> np.ndarray:
     return np.clip(img, -1.0, 1.0)
 
 
-def text_band(crop: np.ndarray) -> slice | None:
-    """The rows where the digits are, with a quarter of their height above and below; None when they
-    fill most of the crop already (or no band stands out).
+def _band(crop: np.ndarray, level: float, grow: float, tighter_than: float) -> slice | None:
+    """The rows round the strongest vertical strokes (|d/dx|) whose stroke mass stays above `level` of
+    the peak's, grown by `grow` of their height above and below; None unless that is tighter than
+    `tighter_than` of the crop (or when no band stands out).
 
-    A region box drawn round a whole counter face leaves the digits a third of its height: squeezed to
-    `HEIGHT` rows they are 10 px tall, and a turning drum's two half digits or a decimal point are a few
-    pixels. Vertical strokes (|d/dx|) mark the band: digit strokes and drum cell walls have them, the
-    face's frame and a plain surround hardly any.
-
-    Only a second look (`framings`): read first instead of the whole crop, the band cost drums 7 points
-    at camera strength 0.7 (on a still drum it cuts the rims of the digits above and below, which the
-    model learnt to see); as one more look it added 0.2-0.4 points of all crops on the tuning, held-back
-    and fresh sets."""
+    Digit strokes and drum cell walls have vertical edges; the face's frame and a plain surround
+    hardly any. The box's left and right edges (strokes the full height) are left out."""
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
     h, w = gray.shape
     if h < 16:
         return None
-    side = max(1, w // 20)  # the box's left and right edges are strokes the full height
+    side = max(1, w // 20)
     strokes = np.abs(cv2.Sobel(gray.astype(np.float32), cv2.CV_32F, 1, 0, ksize=3))
     profile = strokes[:, side : w - side].mean(axis=1)
     k = max(3, (h // 10) | 1)
     profile = cv2.GaussianBlur(profile.reshape(-1, 1), (1, k), 0).ravel()
     peak = int(np.argmax(profile))
-    above = profile > profile[peak] * 0.5
+    above = profile > profile[peak] * level
     top = peak
     while top > 0 and above[top - 1]:
         top -= 1
     bottom = peak + 1
     while bottom < h and above[bottom]:
         bottom += 1
-    grow = (bottom - top) // 4
-    top, bottom = max(0, top - grow), min(h, bottom + grow)
-    if bottom - top > 0.8 * h or bottom - top < 8:
+    extra = int((bottom - top) * grow)
+    top, bottom = max(0, top - extra), min(h, bottom + extra)
+    if bottom - top > tighter_than * h or bottom - top < 8:
         return None
     return slice(top, bottom)
+
+
+def fitted(crop: np.ndarray) -> np.ndarray:
+    """The crop cut to the rows anything is drawn on (above 12% of the peak's stroke mass, with 30% of
+    their height added above and below), when they are less than 70% of it; else the crop as is.
+
+    A region box drawn generously round a display or counter leaves plain face above and below. The
+    model learnt digits that fill a good part of the box: squeezed to `HEIGHT` rows with the digits a
+    third of it, it misreads them, often surely. 200 fresh crops a kind at camera strength 0.7 with
+    plain face added above and below, half their height in all / their height twice, read 0.745 / 0.56
+    (7-segment) and 0.81 / 0.52 (counters, 14% / 33% wrong above the last digit); cut first, 0.95 /
+    0.96 and 0.98 / 0.99 (1.5% / 1% wrong above the last digit). The 30% keeps the digits off the
+    edges: with 20%, a clean printed reading cut tight to its digits read 1 as 5. A drum's rims above
+    and below its digits and a display's ghost segments keep most crops as the renderer draws them
+    above the level: of those 200 a kind, 1 seg7 and 37 drums are cut a little, and read as before
+    (0.995) and better (0.985 vs 0.975). On the held-back and tuning sets (1,500 and 3,000 crops) it
+    read 0.9687 and 0.9810 of all crops, against 0.9667 and 0.9800 uncut."""
+    band = _band(crop, 0.12, 0.3, 0.7)
+    return crop if band is None else crop[band]
+
+
+def text_band(crop: np.ndarray) -> slice | None:
+    """The rows where the digits are, with a quarter of their height above and below; None when they
+    fill most of the crop already (or no band stands out).
+
+    A region box drawn round a whole counter face leaves the digits a third of its height: squeezed to
+    `HEIGHT` rows they are 10 px tall, and a turning drum's two half digits or a decimal point are a few
+    pixels.
+
+    Only a second look (`framings`): read first instead of the whole crop, the band cost drums 7 points
+    at camera strength 0.7 (on a still drum it cuts the rims of the digits above and below, which the
+    model learnt to see); as one more look it added 0.2-0.4 points of all crops on the tuning, held-back
+    and fresh sets."""
+    return _band(crop, 0.5, 0.25, 0.8)
 
 
 def framings(crop: np.ndarray) -> list[np.ndarray]:
@@ -162,13 +190,14 @@ class MeterReader:
         return m
 
     def read(self, crops: list[np.ndarray], allowed: str | None = None) -> list[Decoded]:
-        """Each crop's reading. A weak one (a character below `SECOND_LOOK_BELOW`, or a character half
-        seen and left out: `unread`) gets a second look: the crop is read again in four or five other
-        framings (`framings`), and the reading most looks agree on wins (the surest one of a tie). A
-        confident reading costs one run; a weak one up to six."""
+        """Each crop's reading, from the crop cut to the rows anything is drawn on where a loose box left
+        plain face above and below (`fitted`). A weak one (a character below `SECOND_LOOK_BELOW`, or
+        a character half seen and left out: `unread`) gets a second look: the crop is read again in
+        four or five other framings (`framings`), and the reading most looks agree on wins (the surest
+        one of a tie). A confident reading costs one run; a weak one up to six."""
         mask = self.mask(allowed) if allowed is not None else None
         out = []
-        for crop in crops:
+        for crop in map(fitted, crops):
             probs = masked(self._probs(prepare(crop)), mask)
             first = self._decode(probs)
             if weakest(first) >= SECOND_LOOK_BELOW and unread(probs) < UNREAD_BELOW:
