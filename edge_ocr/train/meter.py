@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from edge_ocr.bench.scoring import levenshtein
-from edge_ocr.inference.meter import HEIGHT, prepare, width_for
+from edge_ocr.inference.meter import HEIGHT, fitted, prepare, width_for
 from edge_ocr.train import render
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,8 @@ def load_folder(folder: Path) -> list[Labelled]:
         if img is None or not text:
             log.warning("%s line %d: %s is unreadable or unlabelled; skipped", index, n, name)
             continue
-        out.append(Labelled(img, text.strip()))
+        # cut as the reader cuts it (`fitted`): a generous region box's crops are learnt as they are read
+        out.append(Labelled(fitted(img), text.strip()))
     if not out:
         raise InputError(f"{index} lists no readable labelled crops", remedy="FILE<TAB>TEXT per line")
     return out
