@@ -177,6 +177,12 @@ def test_a_weak_reading_gets_a_second_look_and_a_sure_one_does_not() -> None:
     assert session.runs == 1 + len(framings(smeared)) >= 5
 
 
+def on_plain_face(img: np.ndarray, above_below: int, sides: int) -> np.ndarray:
+    """The crop a looser box would give: the face's colour (its top row's median) added round it."""
+    face = [int(v) for v in np.median(img[0], axis=0)]
+    return cv2.copyMakeBorder(img, above_below, above_below, sides, sides, cv2.BORDER_CONSTANT, value=face)
+
+
 def test_a_loose_box_round_a_counter_gets_a_look_at_its_digits_band() -> None:
     from edge_ocr.inference.meter import framings, text_band
 
@@ -184,8 +190,7 @@ def test_a_loose_box_round_a_counter_gets_a_look_at_its_digits_band() -> None:
     h, w = counter.shape[:2]
     # the box drawn round the whole face: as much plain face above and below as the counter is high,
     # with the face's frame near the box's edges
-    face = [int(v) for v in np.median(counter[0], axis=0)]
-    loose = cv2.copyMakeBorder(counter, h, h, 4, 4, cv2.BORDER_CONSTANT, value=face)
+    loose = on_plain_face(counter, h, 4)
     cv2.rectangle(loose, (1, 3), (w + 6, 3 * h - 4), (20, 20, 20), 2)
     band = text_band(loose)
     assert band is not None, "no band found round a counter a third of the box high"
@@ -234,8 +239,7 @@ def test_a_box_drawn_generously_round_a_display_reads_like_a_tight_one(meter_eng
 
     def generous(img: np.ndarray) -> np.ndarray:
         h = img.shape[0]
-        face = [int(v) for v in np.median(img[0], axis=0)]
-        return cv2.copyMakeBorder(img, h, h, h // 4, h // 4, cv2.BORDER_CONSTANT, value=face)
+        return on_plain_face(img, h, h // 4)
 
     for kind in ("seg7", "drum"):
         crops = render.render_set(TEST_SEED + 50 + render.KINDS.index(kind), 40, kind, 0.5)
