@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import math
 
+import cv2
 import numpy as np
 import pytest
 
 pytest.importorskip("PIL", reason="the renderer needs the [train] extra (Pillow)")
 
-from edge_ocr.train import render  # noqa: E402
+from edge_ocr.train import fonts, render  # noqa: E402
 
 
 def digest(crops: list[render.Crop]) -> str:
@@ -41,6 +42,31 @@ def test_every_kind_draws_labelled_crops(kind: str) -> None:
         # the picture is not blank: a crop with digits has contrast
         assert float(c.image.std()) > 3.0
     assert len({c.text for c in crops}) > 20  # readings vary
+
+
+def ink_rows(mask: np.ndarray) -> int:
+    rows = np.flatnonzero(mask.max(axis=1) > 0.5)
+    return int(rows[-1] - rows[0] + 1) if rows.size else 0
+
+
+@pytest.mark.parametrize(
+    "face",
+    [
+        fonts.PILLOW_DEFAULT,
+        fonts.hershey_face(cv2.FONT_HERSHEY_SIMPLEX, 1.5),
+        fonts.hershey_face(cv2.FONT_HERSHEY_TRIPLEX, 4.0),
+    ],
+)
+def test_counters_faces_draw_ten_distinct_digits_the_size_a_truetype_face_does(face: str) -> None:
+    # A drum's cell is sized for a TrueType digit at the size asked for: a face drawing its digits far
+    # smaller or larger would give counters that are all margin, or digits cut by their cell.
+    dejavu = next(f for f in fonts._faces("DejaVuSans.ttf", str(fonts.DEJAVU_DIR)))
+    masks = [fonts._draw_text(d, face, 80) for d in "0123456789"]
+    for d, m in zip("0123456789", masks, strict=True):
+        assert m.dtype == np.float32 and float(m.min()) >= 0.0 and float(m.max()) <= 1.0
+        assert 0.85 < ink_rows(m) / ink_rows(fonts._draw_text(d, dejavu, 80)) < 1.2, d
+    shapes = {cv2.resize(m, (12, 16)).round(1).tobytes() for m in masks}
+    assert len(shapes) == 10
 
 
 def test_drums_are_geared_and_labelled_by_the_nearest_digit() -> None:

@@ -1,6 +1,10 @@
-"""TrueType faces for the meter renderer (Pillow, the [train] extra): where the DSEG and DejaVu faces
-are, and a glyph run drawn as a coverage mask. Shared by `edge_ocr.train.render` and the camera bench's
-DSEG7 LCD (`edge_ocr.bench.meter`), so neither imports the other back."""
+"""Faces for the meter renderer (Pillow, the [train] extra): where the DSEG and DejaVu faces are, and a
+glyph run drawn as a coverage mask. Shared by `edge_ocr.train.render` and the camera bench's DSEG7 LCD
+(`edge_ocr.bench.meter`), so neither imports the other back.
+
+A face is a TrueType file's path, `PILLOW_DEFAULT` (the face Pillow bundles, Aileron) or a stroked
+OpenCV face (`hershey_face`): the last two are what a quick image generator reaches for, so counters
+drawn in them are counters the model must read (`render._drum`)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,16 @@ import numpy as np
 DSEG_DIR = Path("/usr/share/fonts/truetype/dseg")
 DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
 
-__all__ = ["DEJAVU_DIR", "DSEG_DIR", "_draw_text", "_faces", "require_fonts"]
+PILLOW_DEFAULT = "pillow:default"
+
+__all__ = [
+    "DEJAVU_DIR", "DSEG_DIR", "PILLOW_DEFAULT", "_draw_text", "_faces", "hershey_face", "require_fonts",
+]  # fmt: skip
+
+
+def hershey_face(font: int, weight: float) -> str:
+    """An OpenCV Hershey face (`cv2.FONT_HERSHEY_*`) stroked `weight` px for every 24 px of size."""
+    return f"hershey:{font}:{weight}"
 
 
 def require_fonts() -> None:
@@ -31,17 +44,49 @@ def _faces(pattern: str, folder: str) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=256)
-def _font(path: str, size: int):  # type: ignore[no-untyped-def]
+def _font(face: str, size: int):  # type: ignore[no-untyped-def]
     from PIL import ImageFont
 
-    return ImageFont.truetype(path, size)
+    if face == PILLOW_DEFAULT:
+        return ImageFont.load_default(size)  # FreeType's Aileron (Pillow >= 10.1)
+    return ImageFont.truetype(face, size)
 
 
-def _draw_text(text: str, font_path: str, size: int) -> np.ndarray:
-    """A float32 coverage mask (0..1) of `text` in a TrueType face, tightly cropped in x, padded in y."""
+@functools.cache
+def _hershey_digit_h(font: int) -> float:
+    """A Hershey face's digit height in px at scale 1, as drawn: `getTextSize` counts a margin the ink
+    does not fill (a quarter more)."""
+    import cv2
+
+    canvas = np.zeros((200, 200), np.uint8)
+    cv2.putText(canvas, "0", (20, 150), font, 4.0, 255, 1, cv2.LINE_8)
+    rows = np.flatnonzero(canvas.max(axis=1))
+    return float(rows[-1] - rows[0] + 1) / 4.0
+
+
+def _draw_hershey(text: str, face: str, size: int) -> np.ndarray:
+    import cv2
+
+    _, font, weight = face.split(":")
+    scale = 0.73 * size / _hershey_digit_h(int(font))  # 0.73 em: a TrueType digit's height
+    thick = max(1, int(round(float(weight) * size / 24)))
+    (w, h), base = cv2.getTextSize(text, int(font), scale, thick)
+    canvas = np.zeros((h + base + 2 * thick + 4, w + 2 * thick + 4), np.uint8)
+    cv2.putText(canvas, text, (thick + 2, h + thick + 2), int(font), scale, 255, thick, cv2.LINE_AA)
+    rows, cols = np.flatnonzero(canvas.max(axis=1)), np.flatnonzero(canvas.max(axis=0))
+    if rows.size:  # cut to the ink with 2 px round it, as a TrueType run's bounding box cuts it
+        canvas = canvas[max(0, rows[0] - 2) : rows[-1] + 3, max(0, cols[0] - 2) : cols[-1] + 3]
+    return canvas.astype(np.float32) / 255.0
+
+
+def _draw_text(text: str, face: str, size: int) -> np.ndarray:
+    """A float32 coverage mask (0..1) of `text` in `face` at `size` px (a TrueType em; a Hershey face
+    drawn with its digits as tall as a TrueType face's at that size), tightly cropped in x, padded in y."""
     from PIL import Image, ImageDraw
 
-    font = _font(font_path, size)
+    if face.startswith("hershey:"):
+        return _draw_hershey(text, face, size)
+    font = _font(face, size)
     left, top, right, bottom = font.getbbox(text)
     w, h = max(1, right - left), max(1, bottom - top)
     img = Image.new("L", (w + 4, h + 4), 0)

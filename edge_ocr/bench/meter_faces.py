@@ -1,0 +1,127 @@
+"""Counters printed in faces the meter model was and was not trained on, read side by side:
+`python -m edge_ocr.bench.meter_faces [--model FILE]... [--n N] [--json FILE]`.
+
+A counter's digits come in whatever face its maker printed them in; a model that read the faces it was
+drilled on and not others would have learnt those faces, not digits. Each row is one family of faces,
+each column one model (default: the shipped FP32 model; give `--model` again for another, e.g. the
+model before a change, `git show REV:edge_ocr/modelbuild/meter/meter_crnn.fp32.onnx > old.onnx`):
+
+- `dejavu`, `pillow`, `hershey`: the families training prints counters in (`render._drum_face`);
+- `hershey-unseen`: Hershey faces training leaves out (COMPLEX_SMALL, the italics);
+- `system-unseen`: the upright faces of fonts-liberation, fonts-freefont-ttf and fonts-urw-base35 where
+  installed (no training crop is drawn in them).
+
+Each cell: right / wrong above the last digit, on `--n` rendered counters per family and camera
+strength (0.7 and 1.0), seeds training never draws from. Read by the runtime's `MeterReader` on one
+onnxruntime thread, FP32: this measures accuracy, not speed. Tooling only (the [train] extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+SEED = 5_600_000  # + the family's index * 10 + the strength's index; training and held-back sets never use it
+STRENGTHS = (0.7, 1.0)
+SYSTEM_DIRS = (
+    "/usr/share/fonts/truetype/liberation",
+    "/usr/share/fonts/truetype/freefont",
+    "/usr/share/fonts/opentype/urw-base35",
+)
+_NOT_UPRIGHT = ("Italic", "Oblique", "Ita.", "BdIta", "Z003", "D050000L", "StandardSymbols")
+
+
+def families() -> dict[str, list[str]]:
+    from edge_ocr.train import fonts, render
+
+    dejavu = [f for f in fonts._faces("DejaVu*.ttf", str(fonts.DEJAVU_DIR))
+              if not any(w in f for w in ("Math", "Oblique", "Italic"))]  # fmt: skip
+    weights = (1.5, 2.5, 4.0)
+    system = sorted(
+        str(p)
+        for d in SYSTEM_DIRS
+        for p in Path(d).glob("*")
+        if p.suffix in (".ttf", ".otf") and not any(w in p.name for w in _NOT_UPRIGHT)
+    )
+    unseen_hershey = [cv2.FONT_HERSHEY_COMPLEX_SMALL] + [
+        f | cv2.FONT_ITALIC for f in (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX)
+    ]
+    out = {
+        "dejavu": dejavu,
+        "pillow": [fonts.PILLOW_DEFAULT],
+        "hershey": [fonts.hershey_face(int(f), w) for f in render._HERSHEY for w in weights],
+        "hershey-unseen": [fonts.hershey_face(f, w) for f in unseen_hershey for w in weights],
+        "system-unseen": system,
+    }
+    return {k: v for k, v in out.items() if v}
+
+
+def run(models: Sequence[Path], n: int) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from edge_ocr.inference.meter import MeterReader
+    from edge_ocr.train import meter, render
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    readers = {str(m): MeterReader(ort.InferenceSession(str(m), opts, providers=["CPUExecutionProvider"]))
+               for m in models}  # fmt: skip
+    rows: dict[str, Any] = {}
+    for i, (family, faces) in enumerate(families().items()):
+        for j, strength in enumerate(STRENGTHS):
+            crops = render.render_set(SEED + 10 * i + j, n, "drum", strength, faces=faces)
+            rows[f"{family}@{strength}"] = {
+                "faces": len(faces),
+                **{
+                    m: meter.score(crops, [r.read([c.image], "0123456789.-")[0].text for c in crops])
+                    for m, r in readers.items()
+                },  # fmt: skip
+            }
+    return {"n": n, "models": [str(m) for m in models], "rows": rows}
+
+
+def render_text(result: dict[str, Any]) -> str:
+    models = result["models"]
+    lines = [f"counters ({result['n']} a row): right / wrong above the last digit, FP32"]
+    lines.append(f"{'faces @ strength':24s} " + "  ".join(f"{Path(m).name[:22]:>22s}" for m in models))
+    for name, row in result["rows"].items():
+        cells = [f"{row[m]['exact']:.3f} / {row[m]['wrong_above_last_digit']:.3f}" for m in models]
+        lines.append(f"{name + ' (' + str(row['faces']) + ')':24s} " + "  ".join(f"{c:>22s}" for c in cells))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from edge_ocr.bench.meters import machine, machine_line
+    from edge_ocr.modelbuild.meter import MODEL
+
+    parser = argparse.ArgumentParser(
+        prog="python -m edge_ocr.bench.meter_faces", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--model", type=Path, action="append", help="an FP32 meter ONNX (repeatable); default: shipped"
+    )
+    parser.add_argument("--n", type=int, default=400, help="counters per family and strength (default 400)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error("--n must be at least 1")
+    models = args.model or [MODEL]
+    for m in models:
+        if not m.is_file():
+            parser.error(f"--model {m}: no such file")
+    print(machine_line(machine()), flush=True)
+    result = run(models, args.n)
+    print(render_text(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
