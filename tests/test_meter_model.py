@@ -194,10 +194,10 @@ def test_a_loose_box_round_a_counter_gets_a_look_at_its_digits_band() -> None:
     cv2.rectangle(loose, (1, 3), (w + 6, 3 * h - 4), (20, 20, 20), 2)
     band = text_band(loose)
     assert band is not None, "no band found round a counter a third of the box high"
-    # the counter's middle (its digits) is in the band, the plain face above and below is not
-    assert h <= band.start <= 1.4 * h and 1.6 * h <= band.stop <= 2 * h, (band, h)
+    # the counter's middle line (its digits) is in the band, the plain face above and below is not
+    assert h <= band.start < 1.5 * h < band.stop <= 2 * h, (band, h)
     # a crop the digits already fill has no tighter band to offer, and one look fewer
-    digits = counter[int(h * 0.3) : int(h * 0.7)]
+    digits = loose[band]
     assert text_band(digits) is None
     assert len(framings(loose)) == len(framings(digits)) + 1
 
@@ -248,3 +248,25 @@ def test_a_box_drawn_generously_round_a_display_reads_like_a_tight_one(meter_eng
         assert right >= 36, f"{kind}: {right} of 40 right in a generous box"
         # the generous box is cut to the digits' rows and the margins a drum's rims need
         assert all(fitted(generous(c.image)).shape[0] < 2 * c.image.shape[0] for c in crops)
+
+
+@pytest.mark.parametrize("family", ["pillow", "hershey", "liberation"])
+def test_the_shipped_model_reads_counters_in_other_faces_than_dejavu(
+    meter_engine: Engine, family: str
+) -> None:
+    # Counters are printed in every face there is. Trained on DejaVu counters only, the model read 400
+    # at camera strength 0.7 at 0.86 in Pillow's own face and 0.93 in Hershey faces, with 5-10% wrong
+    # above the last digit: it had learnt DejaVu's digits. Liberation is a family no training crop is
+    # drawn in (fonts-liberation, which scripts/test installs).
+    from edge_ocr.bench.meter_faces import families
+
+    found = families()
+    faces = found.get(family) or [f for f in found.get("system-unseen", []) if "/liberation/" in f]
+    if not faces:
+        pytest.fail("no Liberation faces: apt-get install fonts-liberation (scripts/test --setup-only does)")
+    crops = render.render_set(TEST_SEED + 60, 60, "drum", 0.7, faces=faces)
+    right = sum(meter_engine.run_meter(c.image, DIGITS).text in render.neighbours(c) for c in crops)
+    # The model refined on DejaVu counters only read 50 (Pillow's face), 51 (Hershey) and 60 (Liberation)
+    # of these; the one refined on all three families 58, 58 and 60. Liberation guards against a model
+    # that learns its training faces: both read it.
+    assert right >= 56, f"{family}: {right} of 60 right"

@@ -83,7 +83,8 @@ def write_card(report: dict, path: Path) -> None:
         "held_back": report["held_back"],
         "held_back_data": f"{meter.EVAL_PER_KIND} rendered crops per kind, seeds {meter.EVAL_SEED} + the "
         "kind's index (never drawn in training); drums turning as render.MOTIONS \"even\" draws them",
-        "held_back_scoring": "read by the runtime's MeterReader (turning drums decided jointly, a weak "
+        "held_back_scoring": "read by the runtime's MeterReader (the crop cut to the rows anything is "
+        "drawn on where a loose box left plain face above and below; turning drums decided jointly, a weak "
         "reading or one that left a character half seen looked at again in four or five framings, the "
         "fifth round the digits' band); a drum reading is right if it is the value of either "
         "neighbouring drum position when the last drum is more than "
