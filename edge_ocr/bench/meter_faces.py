@@ -1,4 +1,5 @@
-"""Counters printed in faces the meter model was and was not trained on, read side by side:
+"""Counters printed in faces the meter model was and was not trained on, and 7-segment displays of
+each design it is trained on, read side by side:
 `python -m edge_ocr.bench.meter_faces [--model FILE]... [--n N] [--json FILE]`.
 
 A counter's digits come in whatever face its maker printed them in; a model that read the faces it was
@@ -9,11 +10,14 @@ model before a change, `git show REV:edge_ocr/modelbuild/meter/meter_crnn.fp32.o
 - `dejavu`, `pillow`, `hershey`: the families training prints counters in (`render._drum_face`);
 - `hershey-unseen`: Hershey faces training leaves out (COMPLEX_SMALL, the italics);
 - `system-unseen`: the upright faces of fonts-liberation, fonts-freefont-ttf and fonts-urw-base35 where
-  installed (no training crop is drawn in them).
+  installed (no training crop is drawn in them);
+- `seg7-dseg`, `seg7-polygon`, `seg7-stroked`: 7-segment readings in a DSEG face, our bevelled
+  polygons and plain strokes (`render.SEG7_DESIGNS`).
 
-Each cell: right / wrong above the last digit, on `--n` rendered counters per family and camera
-strength (0.7 and 1.0), seeds training never draws from. Read by the runtime's `MeterReader` on one
-onnxruntime thread, FP32: this measures accuracy, not speed. Tooling only (the [train] extra).
+Each cell: right (exact for displays) / wrong above the last digit (counters), on `--n` rendered crops
+per row and camera strength (0.7 and 1.0), seeds training never draws from. Read by the runtime's
+`MeterReader` on one onnxruntime thread, FP32: this measures accuracy, not speed. Tooling only (the
+[train] extra).
 """
 
 from __future__ import annotations
@@ -73,25 +77,31 @@ def run(models: Sequence[Path], n: int) -> dict[str, Any]:
     readers = {str(m): MeterReader(ort.InferenceSession(str(m), opts, providers=["CPUExecutionProvider"]))
                for m in models}  # fmt: skip
     rows: dict[str, Any] = {}
+
+    def row(name: str, faces: int, crops: list[render.Crop]) -> None:
+        readings = {m: [r.read([c.image], "0123456789.-")[0].text for c in crops] for m, r in readers.items()}
+        rows[name] = {"faces": faces, **{m: meter.score(crops, texts) for m, texts in readings.items()}}
+
     for i, (family, faces) in enumerate(families().items()):
         for j, strength in enumerate(STRENGTHS):
             crops = render.render_set(SEED + 10 * i + j, n, "drum", strength, faces=faces)
-            rows[f"{family}@{strength}"] = {
-                "faces": len(faces),
-                **{
-                    m: meter.score(crops, [r.read([c.image], "0123456789.-")[0].text for c in crops])
-                    for m, r in readers.items()
-                },  # fmt: skip
-            }
+            row(f"{family}@{strength}", len(faces), crops)
+    for i, design in enumerate(render.SEG7_DESIGNS):
+        for j, strength in enumerate(STRENGTHS):
+            row(f"seg7-{design}@{strength}", 1, render.seg7_set(SEED + 100 + 10 * i + j, n, design, strength))
     return {"n": n, "models": [str(m) for m in models], "rows": rows}
 
 
 def render_text(result: dict[str, Any]) -> str:
     models = result["models"]
-    lines = [f"counters ({result['n']} a row): right / wrong above the last digit, FP32"]
+    lines = [
+        f"{result['n']} crops a row, FP32: right / wrong above the last digit (counters), exact (displays)"
+    ]
     lines.append(f"{'faces @ strength':24s} " + "  ".join(f"{Path(m).name[:22]:>22s}" for m in models))
     for name, row in result["rows"].items():
-        cells = [f"{row[m]['exact']:.3f} / {row[m]['wrong_above_last_digit']:.3f}" for m in models]
+        above = [f" / {row[m]['wrong_above_last_digit']:.3f}" if "wrong_above_last_digit" in row[m] else ""
+                 for m in models]  # fmt: skip
+        cells = [f"{row[m]['exact']:.3f}{a}" for m, a in zip(models, above, strict=True)]
         lines.append(f"{name + ' (' + str(row['faces']) + ')':24s} " + "  ".join(f"{c:>22s}" for c in cells))
     return "\n".join(lines)
 

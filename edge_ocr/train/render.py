@@ -272,6 +272,60 @@ def _polygon_seg7(rng: np.random.Generator) -> Crop:
     return Crop(img, _label(cells, blanks), "seg7")
 
 
+_SEGMENTS = {"0": "abcdef", "1": "bc", "2": "abdeg", "3": "abcdg", "4": "bcfg", "5": "acdfg", "6": "acdefg",
+             "7": "abc", "8": "abcdefg", "9": "abcdfg", "-": "g", " ": ""}  # fmt: skip
+
+
+def _stroked_seg7(rng: np.random.Generator) -> Crop:
+    """7-segment digits drawn as plain strokes, the way a quick drawing of a display draws them: no
+    bevels, round or square ends, the segments touching or a little apart, of any weight and spacing,
+    upright or slanted. Shown only the DSEG faces and our bevelled polygons, the model read 200 such
+    readings at 0.56 exact (camera strength 0): it dropped 1s (a lone stroke, like a drum's cell wall)
+    and points."""
+    cells, blanks = _reading(rng)
+    h = FONT_PX
+    w = int(h * rng.uniform(0.4, 0.65))
+    t = max(2, int(h * rng.uniform(0.06, 0.16)))
+    pitch = max(w + t + 3, int(w * rng.uniform(1.2, 1.8)))
+    inset = int(t * rng.uniform(0.0, 1.0))
+    square = rng.random() < 0.5
+    m = t + 2
+    ink = np.zeros((h + 2 * m + t, 2 * m + len(cells) * pitch), np.uint8)
+    ghost = np.zeros_like(ink)
+    for i, cell in enumerate(cells):
+        x0, y0, mid = m + i * pitch, m, m + h // 2
+        ends = {
+            "a": ((x0 + inset, y0), (x0 + w - inset, y0)),
+            "b": ((x0 + w, y0 + inset), (x0 + w, mid - inset)),
+            "c": ((x0 + w, mid + inset), (x0 + w, y0 + h - inset)),
+            "d": ((x0 + inset, y0 + h), (x0 + w - inset, y0 + h)),
+            "e": ((x0, mid + inset), (x0, y0 + h - inset)),
+            "f": ((x0, y0 + inset), (x0, mid - inset)),
+            "g": ((x0 + inset, mid), (x0 + w - inset, mid)),
+        }
+        lit = _SEGMENTS[" " if i < blanks else cell[0]]
+        for seg, (p0, p1) in ends.items():
+            for canvas in (ghost, ink) if seg in lit else (ghost,):
+                if square:
+                    r = t // 2
+                    cv2.rectangle(canvas, (min(p0[0], p1[0]) - r, min(p0[1], p1[1]) - r),
+                                  (max(p0[0], p1[0]) + r, max(p0[1], p1[1]) + r), 255, -1)  # fmt: skip
+                else:
+                    cv2.line(canvas, p0, p1, 255, t, cv2.LINE_AA)
+        point = (x0 + w + (pitch - w) // 2, y0 + h)
+        for canvas in (ghost, ink) if cell.endswith(".") else (ghost,):
+            cv2.circle(canvas, point, max(2, int(t * 0.6)), 255, -1, cv2.LINE_AA)
+    masks: np.ndarray = np.stack([ink, ghost], axis=-1).astype(np.float32) / 255.0
+    if rng.random() < 0.5:  # slanted right, as many displays are
+        shear = math.tan(math.radians(float(rng.uniform(4, 12))))
+        hh, ww = masks.shape[:2]
+        warp = np.array([[1, -shear, shear * hh], [0, 1, 0]], np.float32)
+        masks = cv2.warpAffine(masks, warp, (ww + int(shear * hh) + 1, hh))
+    look = _faded(_display_look(rng), rng)
+    both = _pad(masks, rng)
+    return Crop(_compose(both[..., 0], both[..., 1], look).astype(np.uint8), _label(cells, blanks), "seg7")
+
+
 # --- dot matrix -------------------------------------------------------------------------------------
 
 # 5x7 cells, rows top to bottom, 1 = lit.
@@ -414,7 +468,9 @@ def _drum(rng: np.random.Generator, motion: str = "even", faces: Sequence[str] |
     drum_bg = np.array(rng.integers(200, 245, 3) if white_drums else rng.integers(10, 50, 3), np.float32)
     drum_ink = np.array(rng.integers(0, 40, 3) if white_drums else rng.integers(200, 250, 3), np.float32)
     frame = np.array(rng.integers(0, 60, 3) if rng.random() < 0.7 else rng.integers(150, 230, 3), np.float32)
-    strip = _digit_strip(face, glyph_h, cell_w, cell_h)
+    weight = int(rng.choice([-1, 0, 0, 1, 2]))  # strokes thinner than the face's, as drawn, bolder
+    squeeze = round(float(rng.uniform(0.75, 1.25)), 2)  # digits narrower or wider than the face's
+    strip = _digit_strip(face, glyph_h, cell_w, cell_h, weight, squeeze)
     curve = float(rng.uniform(0.0, 0.9))
     shade = float(rng.uniform(0.2, 0.8))
     win_h = int(cell_h * rng.uniform(0.8, 1.05))
@@ -464,13 +520,25 @@ def _drum_face(rng: np.random.Generator) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _digit_strip(face: str, glyph_h: int, cell_w: int, cell_h: int) -> np.ndarray:
-    """Digits 0..9 and 0 again, each centred in a cell_w x cell_h cell, stacked vertically."""
+def _digit_strip(
+    face: str, glyph_h: int, cell_w: int, cell_h: int, weight: int = 0, squeeze: float = 1.0
+) -> np.ndarray:
+    """Digits 0..9 and 0 again, each centred in a cell_w x cell_h cell, stacked vertically; strokes
+    `weight` px a side bolder (or thinner), digits `squeeze` times the face's width, and never wider
+    than the cell: a counter's maker fits the digits to the drum."""
     strip = np.zeros((11 * cell_h, cell_w), np.float32)
+    kernel = np.ones((3, 3), np.uint8)
     for i, d in enumerate("01234567890"):
         g = _draw_text(d, face, int(glyph_h * 1.25))
-        gy, gx = max(0, (g.shape[0] - cell_h) // 2), max(0, (g.shape[1] - cell_w) // 2)
-        g = g[gy : gy + cell_h, gx : gx + cell_w]  # a glyph wider than its cell loses both sides alike
+        if weight > 0:
+            g = cv2.dilate(g, kernel, iterations=weight)
+        elif weight < 0:
+            thinner = cv2.erode(g, kernel)
+            g = thinner if float(thinner.sum()) > 0.5 * float(g.sum()) else g  # a hairline face stays
+        w = min(cell_w - 2, int(round(g.shape[1] * squeeze)))
+        if w != g.shape[1]:
+            g = cv2.resize(g, (max(1, w), g.shape[0]), interpolation=cv2.INTER_AREA)
+        g = g[max(0, (g.shape[0] - cell_h) // 2) :][:cell_h]
         y = i * cell_h + (cell_h - g.shape[0]) // 2
         x = (cell_w - g.shape[1]) // 2
         strip[y : y + g.shape[0], x : x + g.shape[1]] = np.maximum(
@@ -609,7 +677,11 @@ def clean(
     if kind is None:
         kind = str(rng.choice(list(WEIGHTS), p=np.array(list(WEIGHTS.values())) / sum(WEIGHTS.values())))
     if kind == "seg7":
-        c = _polygon_seg7(rng) if rng.random() < 0.25 else _dseg(rng, "DSEG7")
+        design = rng.random()  # our bevelled polygons, plain strokes, or a DSEG face
+        if design < 0.25:
+            c = _polygon_seg7(rng)
+        else:
+            c = _stroked_seg7(rng) if design < 0.45 else _dseg(rng, "DSEG7")
     elif kind == "seg14":
         c = _dseg(rng, "DSEG14")
     elif kind == "dotmatrix":
@@ -641,3 +713,18 @@ def render_set(
     """`n` crops from one seed: the same seed gives the same crops (tests/test_meter_render.py)."""
     rng = np.random.default_rng(seed)
     return [render(rng, kind, strength, faces=faces) for _ in range(n)]
+
+
+SEG7_DESIGNS = ("dseg", "polygon", "stroked")
+
+
+def seg7_set(seed: int, n: int, design: str, strength: float = 1.0) -> list[Crop]:
+    """`n` 7-segment crops of one design (`SEG7_DESIGNS`), as `render_set` draws them otherwise: for
+    benches that read each design on its own."""
+    draw = {"dseg": lambda r: _dseg(r, "DSEG7"), "polygon": _polygon_seg7, "stroked": _stroked_seg7}[design]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        c = draw(rng)
+        out.append(Crop(camera(_surround(c.image, rng), rng, strength), c.text, c.kind))
+    return out
