@@ -44,9 +44,7 @@ _NOT_UPRIGHT = ("Italic", "Oblique", "Ita.", "BdIta", "Z003", "D050000L", "Stand
 def families() -> dict[str, list[str]]:
     from edge_ocr.train import fonts, render
 
-    dejavu = [f for f in fonts._faces("DejaVu*.ttf", str(fonts.DEJAVU_DIR))
-              if not any(w in f for w in ("Math", "Oblique", "Italic"))]  # fmt: skip
-    weights = (1.5, 2.5, 4.0)
+    weights = render.HERSHEY_WEIGHTS
     system = sorted(
         str(p)
         for d in SYSTEM_DIRS
@@ -57,7 +55,7 @@ def families() -> dict[str, list[str]]:
         f | cv2.FONT_ITALIC for f in (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX)
     ]
     out = {
-        "dejavu": dejavu,
+        "dejavu": render.dejavu_upright(),
         "pillow": [fonts.PILLOW_DEFAULT],
         "hershey": [fonts.hershey_face(int(f), w) for f in render._HERSHEY for w in weights],
         "hershey-unseen": [fonts.hershey_face(f, w) for f in unseen_hershey for w in weights],

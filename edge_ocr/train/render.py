@@ -272,16 +272,14 @@ def _polygon_seg7(rng: np.random.Generator) -> Crop:
     return Crop(img, _label(cells, blanks), "seg7")
 
 
-_SEGMENTS = {"0": "abcdef", "1": "bc", "2": "abdeg", "3": "abcdg", "4": "bcfg", "5": "acdfg", "6": "acdefg",
-             "7": "abc", "8": "abcdefg", "9": "abcdfg", "-": "g", " ": ""}  # fmt: skip
-
-
 def _stroked_seg7(rng: np.random.Generator) -> Crop:
     """7-segment digits drawn as plain strokes, the way a quick drawing of a display draws them: no
     bevels, round or square ends, the segments touching or a little apart, of any weight and spacing,
     upright or slanted. Shown only the DSEG faces and our bevelled polygons, the model read 200 such
     readings at 0.56 exact (camera strength 0): it dropped 1s (a lone stroke, like a drum's cell wall)
     and points."""
+    from edge_ocr.bench.meter import _GLYPHS  # the segments each glyph lights, as our polygons draw them
+
     cells, blanks = _reading(rng)
     h = FONT_PX
     w = int(h * rng.uniform(0.4, 0.65))
@@ -303,7 +301,7 @@ def _stroked_seg7(rng: np.random.Generator) -> Crop:
             "f": ((x0, y0 + inset), (x0, mid - inset)),
             "g": ((x0 + inset, mid), (x0 + w - inset, mid)),
         }
-        lit = _SEGMENTS[" " if i < blanks else cell[0]]
+        lit = _GLYPHS[" " if i < blanks else cell[0]]
         for seg, (p0, p1) in ends.items():
             for canvas in (ghost, ink) if seg in lit else (ghost,):
                 if square:
@@ -503,6 +501,15 @@ def _drum(rng: np.random.Generator, motion: str = "even", faces: Sequence[str] |
     return Crop(np.clip(img, 0, 255).astype(np.uint8), text, "drum", value=value, digits=digits)
 
 
+HERSHEY_WEIGHTS = (1.5, 2.5, 4.0)  # a Hershey face's stroke, px for every 24 px of size (fonts.hershey_face)
+
+
+def dejavu_upright() -> list[str]:
+    """The DejaVu faces counters are printed in: every upright one but the maths face."""
+    return [f for f in _faces("DejaVu*.ttf", str(DEJAVU_DIR))
+            if not any(w in f for w in ("Math", "Oblique", "Italic"))]  # fmt: skip
+
+
 def _drum_face(rng: np.random.Generator) -> str:
     """A DejaVu face half the time, Pillow's own face (Aileron) or a stroked Hershey face the rest.
 
@@ -511,12 +518,10 @@ def _drum_face(rng: np.random.Generator) -> str:
     wrong above the last digit): it had learnt DejaVu's digits, not digits."""
     r = rng.random()
     if r < 0.5:
-        faces = [f for f in _faces("DejaVu*.ttf", str(DEJAVU_DIR)) if "Math" not in f and "Oblique" not in f
-                 and "Italic" not in f]  # fmt: skip
-        return str(rng.choice(faces))
+        return str(rng.choice(dejavu_upright()))
     if r < 0.7:
         return PILLOW_DEFAULT
-    return hershey_face(int(rng.choice(_HERSHEY)), float(rng.choice([1.5, 2.5, 4.0])))
+    return hershey_face(int(rng.choice(_HERSHEY)), float(rng.choice(HERSHEY_WEIGHTS)))
 
 
 @functools.lru_cache(maxsize=64)
