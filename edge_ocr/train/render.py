@@ -284,7 +284,9 @@ def _stroked_seg7(rng: np.random.Generator) -> Crop:
     h = FONT_PX
     w = int(h * rng.uniform(0.4, 0.65))
     t = max(2, int(h * rng.uniform(0.06, 0.16)))
-    pitch = max(w + t + 3, int(w * rng.uniform(1.2, 1.8)))
+    dot = max(3, int(t * rng.uniform(0.6, 0.9)))  # the point's radius
+    # room for a point between cells: a point that touches the next digit is a label the crop cannot show
+    pitch = max(w + t + 2 * dot + 4, int(w * rng.uniform(1.2, 1.8)))
     inset = int(t * rng.uniform(0.0, 1.0))
     square = rng.random() < 0.5
     m = t + 2
@@ -310,9 +312,9 @@ def _stroked_seg7(rng: np.random.Generator) -> Crop:
                                   (max(p0[0], p1[0]) + r, max(p0[1], p1[1]) + r), 255, -1)  # fmt: skip
                 else:
                     cv2.line(canvas, p0, p1, 255, t, cv2.LINE_AA)
-        point = (x0 + w + (pitch - w) // 2, y0 + h)
+        point = (x0 + w + t // 2 + dot + 2, y0 + h + t // 2 - dot)  # bottom right, clear of the digit
         for canvas in (ghost, ink) if cell.endswith(".") else (ghost,):
-            cv2.circle(canvas, point, max(2, int(t * 0.6)), 255, -1, cv2.LINE_AA)
+            cv2.circle(canvas, point, dot, 255, -1, cv2.LINE_AA)
     masks: np.ndarray = np.stack([ink, ghost], axis=-1).astype(np.float32) / 255.0
     if rng.random() < 0.5:  # slanted right, as many displays are
         shear = math.tan(math.radians(float(rng.uniform(4, 12))))
