@@ -276,8 +276,8 @@ def test_the_shipped_model_reads_counters_in_other_faces_than_dejavu(
 def test_the_shipped_model_reads_seven_segment_displays_drawn_as_plain_strokes(meter_engine: Engine) -> None:
     # Plain strokes, no bevels: what a quick display generator draws with cv2.line. Of 300 at camera
     # strength 0.5 / 1.0, the model shown only DSEG faces and bevelled polygons read 287 / 270, the
-    # shipped one 299 / 283 (FP32). These 60 it reads 57-59 of; the renderer once drew points touching
-    # the next digit, a label no crop showed, and then they read 42 and 52.
+    # shipped one 299 / 283 (FP32). It reads 57 of these 60 (57-59 on neighbouring seeds); the renderer
+    # once drew points touching the next digit, a label no crop showed, and then they read 42 and 52.
     crops = render.seg7_set(TEST_SEED + 70, 60, "stroked", 0.5)
     right = sum(meter_engine.run_meter(c.image, DIGITS).text == c.text for c in crops)
     assert right >= 55, f"{right} of 60 read exactly"
