@@ -16,6 +16,9 @@ Two heap arenas at most, not glibc's 8 per core: every thread that mallocs (came
 publisher, HTTP, folder workers) otherwise gets an arena of its own whose freed pages stay resident.
 A daemon reading one meter from a camera (no folder, no HTTP) peaked at 124 MB with the default and
 119 MB with two arenas (one arena: 119 MB too), on a 2-core Xeon.
+
+`edge-ocr train` runs without it: torch allocates tensors of tens of MiB every training step, and
+mapping each afresh made a step of the meter recipe half as long again (0.235 -> 0.357 s).
 """
 
 from __future__ import annotations
