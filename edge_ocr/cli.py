@@ -278,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-ocr", description="On-device OCR daemon and tools.")
     parser.add_argument("--version", action="version", version=f"edge-ocr {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.set_defaults(heap_policy=True)  # `allocator`'s, for every command that reads images
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ocr", help="read text from image files")
@@ -324,10 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     t.add_argument("--eval-per-kind", type=int, default=300, help="held-back crops per kind (default 300)")
     t.add_argument("--card", metavar="FILE", help="also write the model card (sha256, recipe, figures) here")
-    # Not the heap policy of a process that reads images (`allocator`): training allocates tensors of
-    # tens of MiB every step, and mapping each afresh cost a step half as much again (0.235 -> 0.357 s
-    # on 2 cores), an hour's recipe 89 minutes.
-    t.set_defaults(func=cmd_train, heap_policy=False)
+    t.set_defaults(func=cmd_train, heap_policy=False)  # a trainer, not an image reader: see `allocator`
 
     p = sub.add_parser("models", help="build, calibrate, rank INT8 sensitivity or verify the model files")
     p.add_argument("action", choices=["build", "calibrate", "sensitivity", "verify", "path"])
@@ -431,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(logging.DEBUG if args.verbose else logging.INFO)
-    if getattr(args, "heap_policy", True):
+    if args.heap_policy:
         log.debug("heap: %s", allocator.configure())
     try:
         try:

@@ -70,6 +70,11 @@ class Region:
     def is_valid(self, text: str) -> bool:
         return self.pattern is None or re.fullmatch(self.pattern, text) is not None
 
+    def is_sure(self, reading: Reading) -> bool:
+        """Neither the mean nor the weakest character probability is below `min_confidence`."""
+        mc = self.min_confidence
+        return mc is None or min(reading.confidence, reading.weakest) >= mc
+
 
 def order_quad(pts: np.ndarray) -> np.ndarray:
     """4 points in any order -> clockwise from top-left (what crop_quad expects)."""

@@ -271,11 +271,11 @@ class RegionTracker:
         if st.run < self.debounce_frames and not force:
             return None
         reason = detail = None
-        mc = region.min_confidence
-        if mc is not None and min(reading.confidence, reading.weakest) < mc:
+        if not region.is_sure(reading):
             reason = "low_confidence"
             detail = (
-                f"character confidence {reading.weakest:.2f} (mean {reading.confidence:.2f}) is below {mc:g}"
+                f"character confidence {reading.weakest:.2f} (mean {reading.confidence:.2f}) is below "
+                f"{region.min_confidence:g}"
             )
         elif not region.is_valid(text):
             reason, detail = "pattern", f"{text!r} does not match {region.pattern!r}"

@@ -242,14 +242,18 @@ def test_the_confidence_floor_stops_misreads_the_looks_split_on(meter_engine: En
     # 378 right readings (FP32); before a split vote lowered a reading's confidence (`meter.agreed`),
     # 4 of the 22.
     from edge_ocr.config.camera import METER_MIN_CONFIDENCE
+    from edge_ocr.region_values import Region
+    from edge_ocr.regions import RegionTracker
 
+    region = Region("counter", charset=DIGITS, min_confidence=METER_MIN_CONFIDENCE, reader="meter")
+    tracker = RegionTracker(meter_engine, [region])
     crops = render.render_set(TEST_SEED + 23, 400, "drum", 1.0)
     right = [0, 0]  # passed, stopped
     wrong = [0, 0]
     for c in crops:
-        (line,) = meter_engine.run_meter(c.image, DIGITS).lines or (None,)
-        sure = line is not None and min((line.confidence, *line.char_confidences)) >= METER_MIN_CONFIDENCE
-        tally = right if line is not None and line.text in render.neighbours(c) else wrong
+        reading = tracker.read(region, c.image)
+        sure = bool(reading.text) and region.is_sure(reading)  # an empty reading is never published
+        tally = right if reading.text in render.neighbours(c) else wrong
         tally[0 if sure else 1] += 1
     assert sum(wrong) >= 8, f"only {sum(wrong)} misreads of 400: the set no longer tests the floor"
     assert wrong[1] >= sum(wrong) / 4, f"the floor stopped {wrong[1]} of {sum(wrong)} misreads"

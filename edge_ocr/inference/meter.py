@@ -175,10 +175,7 @@ def agreed(looks: list[Decoded]) -> Decoded:
     itself (no root) rejected 25 of 41 but 66 right ones."""
     votes = Counter(d.text for d in looks)
     best = max(looks, key=lambda d: (votes[d.text], weakest(d)))
-    share = votes[best.text] / len(looks)
-    if share >= 1.0:
-        return best
-    k = math.sqrt(share)
+    k = math.sqrt(votes[best.text] / len(looks))
     return Decoded(best.text, best.confidence * k, tuple(c * k for c in best.char_confidences))
 
 
