@@ -69,6 +69,28 @@ def test_counters_faces_draw_ten_distinct_digits_the_size_a_truetype_face_does(f
     assert len(shapes) == 10
 
 
+def test_counters_are_printed_in_the_font_packages_upright_lining_faces() -> None:
+    # scripts/test installs every package: without one, the recipe would draw other crops than the
+    # committed model was trained on, and `train meter` refuses to start (fonts.require_fonts).
+    assert fonts.missing_face_packages() == []
+    families = fonts.package_faces()
+    assert len(families) == len(fonts.FACE_PACKAGES)
+    kept = {f for family in families for f in family}
+    # old-style figures (a 3, 4, 5, 7 or 9 hanging below the line) and italics are never drawn
+    adf = "/usr/share/fonts/truetype/adf/"
+    assert not fonts._lining(adf + "AccanthisADFStd-Regular.otf")
+    assert fonts._lining(adf + "AccanthisADFStdNo3-Regular.otf")
+    assert "/usr/share/fonts/truetype/gentium/Gentium-I.ttf" not in kept
+    assert not any("Italic" in f or "Oblique" in f for f in kept)
+    for face in sorted(kept)[::9]:  # every digit drawn, and drawn differently
+        masks = [fonts._draw_text(d, face, 64) for d in "0123456789"]
+        assert len({cv2.resize(m, (12, 16)).round(1).tobytes() for m in masks}) == 10, face
+    # and counters are drawn in them: a face is one of the families' about two in five times
+    drawn = [render._drum_face(np.random.default_rng(s)) for s in range(200)]
+    assert 50 < sum(f in kept for f in drawn) < 110
+    assert len({f for f in drawn if f in kept}) > 40
+
+
 def test_drums_are_geared_and_labelled_by_the_nearest_digit() -> None:
     # 01239.6: the last drum 60% from 9 to 0, the tens drum 60% from 3 to 4, the rest still
     pos = render._drum_positions(1239.6, 5)

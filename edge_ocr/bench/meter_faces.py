@@ -7,7 +7,8 @@ drilled on and not others would have learnt those faces, not digits. Each row is
 each column one model (default: the shipped FP32 model; give `--model` again for another, e.g. the
 model before a change, `git show REV:edge_ocr/modelbuild/meter/meter_crnn.fp32.onnx > old.onnx`):
 
-- `dejavu`, `pillow`, `hershey`: the families training prints counters in (`render._drum_face`);
+- `dejavu`, `pillow`, `hershey`, `packages`: the families training prints counters in
+  (`render._drum_face`; `packages` is every face of `fonts.FACE_PACKAGES` it keeps);
 - `hershey-unseen`: Hershey faces training leaves out (COMPLEX_SMALL, the italics);
 - `system-unseen`: the upright faces of fonts-liberation, fonts-freefont-ttf and fonts-urw-base35 where
   installed (no training crop is drawn in them);
@@ -60,6 +61,8 @@ def families() -> dict[str, list[str]]:
         "hershey": [fonts.hershey_face(int(f), w) for f in render._HERSHEY for w in weights],
         "hershey-unseen": [fonts.hershey_face(f, w) for f in unseen_hershey for w in weights],
         "system-unseen": system,
+        # last, so that the rows before keep their seeds (SEED + 10 * the row's index)
+        "packages": [f for family in fonts.package_faces() for f in family],
     }
     return {k: v for k, v in out.items() if v}
 

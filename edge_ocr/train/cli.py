@@ -63,6 +63,7 @@ def write_card(report: dict, path: Path) -> None:
     import platform
 
     from edge_ocr.models import sha256_file
+    from edge_ocr.train.fonts import FACE_PACKAGES
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")), "")
     flags = next((ln.split(":", 1)[1].split() for ln in _cpuinfo() if ln.startswith("flags")), [])
@@ -76,6 +77,8 @@ def write_card(report: dict, path: Path) -> None:
         "refine_steps": report["refine_steps"],
         "torch": report["torch"],
         "recipe": meter.RECIPE,
+        # the crops the recipe draws depend on these being installed (fonts.require_fonts checks)
+        "font_packages": list(FACE_PACKAGES),
         "tolerance": meter.TOLERANCE,
         "trained_on": {"cpu": cpu, "vnni": any("vnni" in f for f in flags), "machine": platform.machine(),
                        "seconds": report["train_seconds"]},  # fmt: skip

@@ -15,11 +15,50 @@ import numpy as np
 
 DSEG_DIR = Path("/usr/share/fonts/truetype/dseg")
 DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
+FONTS_DIR = Path("/usr/share/fonts")
+
+# Counters and labels are printed in every face there is, and a model drilled on a few faces learns those
+# faces, not digits: trained on DejaVu, Pillow's face and Hershey faces only, it read counters in the
+# faces of fonts-liberation, -freefont and -urw-base35 at 0.897 (7.5% wrong above the last digit) where it
+# read its own at 0.96, and misread the ball-terminal 3 of Century Schoolbook as 8. So training also
+# draws them in these Debian packages' faces, a family (package) at a time so that a package of sixteen
+# weights counts as one design. Only upright faces with lining figures (`_lining`): a counter's digits
+# are all one height. Liberation, FreeFont and URW base35 stay out: they are the unseen check
+# (`edge_ocr.bench.meter_faces`). Each entry is a glob under /usr/share/fonts, narrow enough that another
+# package sharing the folder (fonts-noto-core beside fonts-noto-mono) does not change what is drawn.
+FACE_PACKAGES: dict[str, str] = {
+    "fonts-agave": "truetype/agave/agave-*.ttf",
+    "fonts-anonymous-pro": "truetype/anonymous-pro/Anonymous Pro*.ttf",
+    "fonts-adf-accanthis": "truetype/adf/AccanthisADFStdNo3-*.otf",  # No3: the one with lining figures
+    "fonts-b612": "opentype/b612/B612*.otf",
+    "fonts-cabin": "opentype/cabin/Cabin-*.otf",
+    "fonts-cantarell": "opentype/cantarell/Cantarell-*.otf",
+    "fonts-comfortaa": "truetype/comfortaa/Comfortaa-*.ttf",
+    "fonts-courier-prime": "opentype/courier-prime/Courier Prime*.otf",
+    "fonts-crosextra-caladea": "truetype/crosextra/Caladea-*.ttf",
+    "fonts-crosextra-carlito": "truetype/crosextra/Carlito-*.ttf",
+    "fonts-dosis": "opentype/dosis/Dosis-*.otf",
+    "fonts-gfs-didot": "opentype/didot/GFSDidot*.otf",
+    "fonts-go": "fonts-go/Go-*.ttf",
+    "fonts-inconsolata": "truetype/inconsolata/Inconsolata.otf",
+    "fonts-jetbrains-mono": "truetype/jetbrains-mono/JetBrainsMono-*.ttf",
+    "fonts-league-spartan": "opentype/league-spartan/LeagueSpartan-*.otf",
+    "fonts-mononoki": "truetype/mononoki/mononoki-*.ttf",
+    "fonts-noto-mono": "truetype/noto/Noto*Mono-*.ttf",
+    "fonts-oldstandard": "truetype/fonts-oldstandard/OldStandard-*.ttf",
+    "fonts-open-sans": "truetype/open-sans/OpenSans-*.ttf",
+    "fonts-oxygen": "truetype/oxygen/Oxygen*.ttf",
+    "fonts-paratype": "truetype/paratype/PT*.ttf",
+    "fonts-quicksand": "truetype/quicksand/Quicksand-*.ttf",
+    "fonts-sil-gentium": "truetype/gentium/Gentium*.ttf",
+    "fonts-tuffy": "truetype/tuffy/*.ttf",
+}
 
 PILLOW_DEFAULT = "pillow:default"
 
 __all__ = [
-    "DEJAVU_DIR", "DSEG_DIR", "PILLOW_DEFAULT", "_draw_text", "_faces", "hershey_face", "require_fonts",
+    "DEJAVU_DIR", "DSEG_DIR", "FACE_PACKAGES", "PILLOW_DEFAULT", "_draw_text", "_faces", "hershey_face",
+    "missing_face_packages", "package_faces", "require_fonts",
 ]  # fmt: skip
 
 
@@ -36,6 +75,44 @@ def require_fonts() -> None:
             f"the meter renderer needs the DSEG fonts in {DSEG_DIR}",
             remedy="apt-get install fonts-dseg (Debian/Ubuntu/Raspberry Pi OS)",
         )
+    missing = missing_face_packages()
+    if missing:  # without them the recipe would draw other crops than the committed model was trained on
+        raise ConfigError(
+            f"the meter renderer draws counters in the faces of {len(FACE_PACKAGES)} font packages; "
+            f"{len(missing)} are not installed: {' '.join(missing)}",
+            remedy=f"apt-get install --no-install-recommends {' '.join(missing)}",
+        )
+
+
+def missing_face_packages() -> list[str]:
+    return [pkg for pkg, pattern in FACE_PACKAGES.items() if not any(FONTS_DIR.glob(pattern))]
+
+
+def _lining(face: str) -> bool:
+    """Upright, with all ten digits drawn and within 12% of one height (old-style figures, whose 3, 4, 5,
+    7 and 9 hang below the line, are 20% and more apart)."""
+    font = _font(face, 64)
+    if any(w in name for name in (font.getname()[1], Path(face).name) for w in ("Italic", "Oblique")):
+        return False
+    heights = []
+    for d in "0123456789":
+        left, top, right, bottom = font.getbbox(d)
+        if right - left < 2:
+            return False
+        heights.append(bottom - top)
+    return max(heights) <= 1.12 * min(heights)
+
+
+@functools.cache
+def package_faces() -> tuple[tuple[str, ...], ...]:
+    """The installed faces of `FACE_PACKAGES` that `_lining` keeps, one tuple per package (in the
+    packages' order, faces sorted); packages with none are left out."""
+    families = []
+    for pattern in FACE_PACKAGES.values():
+        faces = tuple(f for f in sorted(str(p) for p in FONTS_DIR.glob(pattern)) if _lining(f))
+        if faces:
+            families.append(faces)
+    return tuple(families)
 
 
 @functools.cache

@@ -9,7 +9,8 @@ Kinds (`KINDS`):
   and slant), plus our own polygon renderer (`edge_ocr.bench.meter.seven_segment`) as a second design;
 - `seg14`: the DSEG14 faces (14/16-segment displays showing digits);
 - `dotmatrix`: 5x7 dot-matrix cells;
-- `printed`: printed digits (DejaVu faces, Pillow's own face, OpenCV's Hershey faces);
+- `printed`: printed digits (DejaVu faces, the font packages' faces, Pillow's own face, OpenCV's Hershey
+  faces);
 - `drum`: a mechanical counter, one drum per digit (see below).
 
 Display looks: an LCD (dark ink on a grey-green or grey glass, with the unlit segments faintly visible:
@@ -24,7 +25,8 @@ rounded): with geared drums that is the true value rounded to the last drum, so 
 value the counter really passes (01239.6 -> "01240"; 01239.4 -> "01239"). A reading of either
 neighbouring value is right (`neighbours` gives both); anything else (01249, 01230) is wrong. Some
 counters have red fraction drums; drums curve away at the window's top and bottom edges and darken there.
-Their digits are printed in a DejaVu face, Pillow's own face or a stroked Hershey face (`_drum_face`).
+Their digits are printed in a DejaVu face, a face of one of 25 font packages, Pillow's own face or a
+stroked Hershey face (`_drum_face`).
 How often the last drum is caught turning, and between which digits, is `MOTIONS` (`render(motion=...)`).
 
 Camera effects on every crop: the region box's margin and a slight turn, perspective, blur (focus or
@@ -43,7 +45,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_ocr.train.fonts import DEJAVU_DIR, DSEG_DIR, PILLOW_DEFAULT, _draw_text, _faces, hershey_face
+from edge_ocr.train.fonts import (
+    DEJAVU_DIR,
+    DSEG_DIR,
+    PILLOW_DEFAULT,
+    _draw_text,
+    _faces,
+    hershey_face,
+    package_faces,
+)
 
 KINDS = ("seg7", "seg14", "dotmatrix", "printed", "drum")
 # How often each kind is drawn in training: drums and 7-segment displays are what meters show.
@@ -388,7 +398,10 @@ def _printed(rng: np.random.Generator) -> Crop:
     text = _label(cells, blanks)
     faces = _faces("DejaVu*.ttf", str(DEJAVU_DIR))
     if faces and rng.random() < 0.7:
-        face = str(rng.choice([f for f in faces if "Math" not in f] + [PILLOW_DEFAULT]))
+        if rng.random() < 0.5:
+            face = str(rng.choice([f for f in faces if "Math" not in f] + [PILLOW_DEFAULT]))
+        else:
+            face = _package_face(rng)
         spaced = text if rng.random() < 0.6 else " ".join(text).replace(" . ", ".")
         mask = _draw_text(spaced, face, FONT_PX)
     else:
@@ -512,17 +525,28 @@ def dejavu_upright() -> list[str]:
 
 
 def _drum_face(rng: np.random.Generator) -> str:
-    """A DejaVu face half the time, Pillow's own face (Aileron) or a stroked Hershey face the rest.
+    """A DejaVu face a quarter of the time, a face of one of the font packages (`fonts.package_faces`,
+    a package at a time) two in five, Pillow's own face (Aileron) or a stroked Hershey face the rest.
 
     Counters are printed in every face there is. Drawn in DejaVu only, the model read 200 counters at
     camera strength 0.7 at 1.00 in DejaVu, 0.845 in Pillow's face and 0.88-0.92 in Hershey faces (5-12%
     wrong above the last digit): it had learnt DejaVu's digits, not digits."""
     r = rng.random()
-    if r < 0.5:
+    if r < 0.25:
         return str(rng.choice(dejavu_upright()))
-    if r < 0.7:
+    if r < 0.65:
+        return _package_face(rng)
+    if r < 0.75:
         return PILLOW_DEFAULT
     return hershey_face(int(rng.choice(_HERSHEY)), float(rng.choice(HERSHEY_WEIGHTS)))
+
+
+def _package_face(rng: np.random.Generator) -> str:
+    families = package_faces()
+    if not families:  # tests on a machine without the packages; `require_fonts` guards training
+        return str(rng.choice(dejavu_upright()))
+    family = families[int(rng.integers(len(families)))]
+    return family[int(rng.integers(len(family)))]
 
 
 @functools.lru_cache(maxsize=64)
