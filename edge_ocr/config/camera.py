@@ -97,11 +97,11 @@ class NumericConfig(Section):
 METER_CHARS = "0123456789.- "  # what the meter model knows (edge_ocr/train/crnn.py)
 # The weakest-character floor of a meter-model region without `min_confidence`. Set on an earlier
 # model (1,500 held-back crops: 6 of 15 wrong drum readings and 5 of 52 wrong display readings
-# rejected, no right one; at 0.4 it began to cost right ones). With the shipped model, INT8, on the
-# card's 1,500 held-back crops (seeds 7,000,000 + kind, full camera strength): 4 of 10 wrong drum
-# readings and 5 of 31 wrong display readings rejected, and 9 of 1,459 right ones (8 of them blurred
-# drums), because a reading the reader's looks split on is less sure (`inference.meter.agreed`);
-# before that, 1 of 41 wrong and no right one.
+# rejected, no right one; at 0.4 it began to cost right ones). With the shipped model (85b41963),
+# INT8, on the card's 1,500 held-back crops (seeds 7,000,000 + kind, full camera strength): 8 of 17
+# wrong drum readings and 8 of 50 wrong display readings rejected, and 3 of 1,433 right ones, because
+# a reading the reader's looks split on is less sure (`inference.meter.agreed`); before that (the
+# model and sets before 85b41963), 1 of 41 wrong and no right one.
 METER_MIN_CONFIDENCE = 0.3
 
 
