@@ -169,10 +169,10 @@ def agreed(looks: list[Decoded]) -> Decoded:
     reading the other framings disagree on is less sure than its best look says, and a region's
     confidence floor (`config.camera.METER_MIN_CONFIDENCE`) should see that. The misreads the looks
     split on are the ones a meter must not publish: of 2,500 rendered crops (300 held-back and 700
-    fresh drums at full camera strength, 500 at 0.5, 1,000 seven-segment), FP32, the 0.3 floor then
-    rejected 17 of 41 drum readings wrong above the last digit (3 before) and 7 of 58 other wrong
-    ones (none), for 16 of 2,408 right ones (1), all but one blurred drums at full strength. The share
-    itself (no root) rejected 25 of 41 but 66 right ones."""
+    fresh drums at full camera strength, 500 at 0.5, 1,000 seven-segment), FP32 model 60402582, the
+    0.3 floor then rejected 17 of 41 drum readings wrong above the last digit (3 before) and 7 of 58
+    other wrong ones (none), for 16 of 2,408 right ones (1), all but one blurred drums at full
+    strength. The share itself (no root) rejected 25 of 41 but 66 right ones."""
     votes = Counter(d.text for d in looks)
     best = max(looks, key=lambda d: (votes[d.text], weakest(d)))
     k = math.sqrt(votes[best.text] / len(looks))
