@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -32,6 +31,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import eval_dir
+
+from edge_ocr.bench.devbroker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = ROOT / "ansible"
@@ -76,12 +77,6 @@ def _build_wheels(out: Path, work: Path, versions: tuple[str, ...]) -> None:
         assert proc.returncode == 0, f"pip wheel failed: {err}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _site_dirs() -> list[str]:
     """Where this interpreter's numpy, onnxruntime and opencv live: shared with every release venv
     (edge_ocr_venv_site_dirs), so no release installs the heavy dependencies again."""
@@ -94,7 +89,7 @@ class Fleet:
         self.tmp = tmp
         self.models = models
         self.wheelhouse = wheelhouse
-        self.ports = {d: _free_port() for d in DEVICES}
+        self.ports = {d: free_port() for d in DEVICES}
         line = eval_dir() / "lines_en" / "img" / "sroie_017_013.png"  # "BILL START: 20/11/2017 ..."
         self.smoke = {"edge_ocr_smoke_image": str(line), "edge_ocr_smoke_text": "START"}
         if not line.is_file():

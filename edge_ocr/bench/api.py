@@ -35,11 +35,9 @@ import yaml
 
 
 def _free_port() -> int:
-    import socket
+    from edge_ocr.bench.devbroker import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 def _measure(

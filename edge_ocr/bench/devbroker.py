@@ -20,6 +20,7 @@ import base64
 import hashlib
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -43,10 +44,39 @@ def mosquitto_binary() -> str | None:
     )
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port that is free now and stays free until a server we start binds it.
+
+    A port the kernel hands out for bind(0) comes from the ephemeral range, which is also where the
+    source ports of outgoing connections come from: a cluster node dialling its routes took a port
+    chosen for another node's listener before that node bound it (CI, 2026-12-05). So ports come from
+    below that range, where no outgoing connection is given one, and none is handed out twice."""
+    low = _ephemeral_low()
+    pick = random.Random()
+    for _ in range(200):
+        port = pick.randrange(max(1024, low - 12000), low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:  # an unusual port range: the kernel's choice, as before
         s.bind((HOST, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
