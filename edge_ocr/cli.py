@@ -67,6 +67,11 @@ def cmd_ocr(args: argparse.Namespace) -> int:
     from edge_ocr.draw import draw_result
     from edge_ocr.preprocess import suppress_ghosts
 
+    floor = args.min_confidence
+    if floor is None and args.meter:
+        from edge_ocr.config.camera import METER_MIN_CONFIDENCE
+
+        floor = METER_MIN_CONFIDENCE
     engine = _engine_from_args(args)
     inputs = list(_expand(args.paths))
     progress = _Progress(len(inputs))
@@ -84,6 +89,8 @@ def cmd_ocr(args: argparse.Namespace) -> int:
                 result = engine.run_line(image, args.charset, upright=args.suppress_ghosts)
             else:
                 result = engine.run(image, args.charset)
+            if floor:
+                result = result.sure(floor)
         except EdgeOcrError as exc:
             failures += 1
             if args.json:
@@ -99,6 +106,9 @@ def cmd_ocr(args: argparse.Namespace) -> int:
         else:
             if len(inputs) > 1:
                 print(f"==> {path} <==")
+            for r in result.rejected:  # an empty line on stdout: scripts still get one a line read
+                print(f"edge-ocr: {path}: rejected {r.line.text!r}: {r.detail} (--min-confidence 0 shows it)",
+                      file=sys.stderr)  # fmt: skip
             print(result.text, flush=True)
         if args.draw:
             draw_result(image, result, Path(args.draw) / (path.stem + ".png"))
@@ -263,6 +273,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return run(load_ingest_config(Path(args.config) if args.config else None, overrides))
 
 
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability from 0 to 1")
+    return value
+
+
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (default 1)")
     p.add_argument(
@@ -300,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--meter", action="store_true",
         help="each input is a meter's display or counter crop: read it as a default numeric region does "
         "(the meter model, digits, point and minus, upright); implies --line",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-confidence", type=_unit_float, metavar="P",
+        help="reject a line whose mean or weakest character probability is below P, as a camera region's "
+        "min_confidence does: it is left out of the text and listed under `rejected` (--json). Default: "
+        "with --meter, a default numeric region's floor (0.3); else none. 0 rejects nothing",
     )  # fmt: skip
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="refuse larger images (bombs)")
     _add_engine_options(p)

@@ -5,7 +5,7 @@ Stages never mutate what they receive; each returns one of these types.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,12 +35,30 @@ class TextLine:
     # Each character's probability (the weakest one tells more than the mean for a meter's digits).
     char_confidences: tuple[float, ...] = ()
 
+    @property
+    def weakest(self) -> float:
+        """The least sure character's probability (the mean where characters were not kept)."""
+        return min(self.char_confidences) if self.char_confidences else self.confidence
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "text": self.text,
             "confidence": round(self.confidence, 4),
             "box": [[round(x, 1), round(y, 1)] for x, y in self.box],
         }
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A line that was read but is not given as text, because a camera region would reject it (`reason`)."""
+
+    line: TextLine
+    reason: str  # low_confidence, as a region's RegionValue.reason
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.line.to_dict(), "weakest": round(self.line.weakest, 4), "reason": self.reason,
+                "detail": self.detail}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,10 +82,23 @@ class OcrResult:
     height: int
     timings_ms: dict[str, float] = field(default_factory=dict)
     orientation: Orientation | None = None  # pages only: None when the page was not classified
+    rejected: tuple[Rejected, ...] = ()  # read, but below the caller's floor: not in `lines` or `text`
 
     @property
     def text(self) -> str:
         return "\n".join(line.text for line in self.lines)
+
+    def sure(self, floor: float) -> OcrResult:
+        """This result with every line whose mean or weakest character probability is below `floor`
+        moved to `rejected`: the rule of a region's `min_confidence` (`region_values.Region.is_sure`),
+        so that a one-shot read gives what a camera region would publish, and says what it rejected."""
+        kept = tuple(ln for ln in self.lines if min(ln.confidence, ln.weakest) >= floor)
+        held = tuple(
+            Rejected(ln, "low_confidence",
+                     f"character confidence {ln.weakest:.2f} (mean {ln.confidence:.2f}) is below {floor:g}")
+            for ln in self.lines if min(ln.confidence, ln.weakest) < floor
+        )  # fmt: skip
+        return replace(self, lines=kept, rejected=self.rejected + held)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,4 +106,5 @@ class OcrResult:
             "lines": [line.to_dict() for line in self.lines],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             **({"orientation": self.orientation.to_dict()} if self.orientation is not None else {}),
+            **({"rejected": [r.to_dict() for r in self.rejected]} if self.rejected else {}),
         }

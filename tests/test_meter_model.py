@@ -99,6 +99,53 @@ def test_ocr_meter_reads_a_crop_and_names_the_model(
     assert record["timings_ms"]["total"] > 0
 
 
+def test_ocr_meter_rejects_what_a_default_numeric_region_would_and_says_why(
+    meter_engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ocr --meter` gives what a default numeric region would publish: a reading below the region's
+    confidence floor is no value (empty text) but is listed under `rejected` with its reason, as a
+    region reports it; `--min-confidence 0` gives every reading as text."""
+    from edge_ocr.cli import main
+    from edge_ocr.config.camera import METER_MIN_CONFIDENCE
+
+    rng = np.random.default_rng(7)
+    paths, expected = [], []
+    for i, c in enumerate(render.render_set(TEST_SEED + 7, 24, "drum", 1.0)):
+        img = c.image
+        if i % 2:  # out of focus and dark: where the model is unsure
+            noisy = cv2.GaussianBlur(img, (0, 0), 2.0) * 0.5 + rng.normal(0, 12, img.shape)
+            img = np.clip(noisy, 0, 255).astype(np.uint8)
+        path = tmp_path / f"{i:02d}.png"
+        cv2.imwrite(str(path), img)
+        paths.append(str(path))
+        (line,) = meter_engine.run_meter(img, DIGITS).lines
+        expected.append((line.text, min(line.confidence, line.weakest) >= METER_MIN_CONFIDENCE))
+    assert 0 < sum(sure for _, sure in expected) < len(expected), expected  # some of each, or no test
+
+    assert main(["ocr", "--meter", "--json", "--precision", "fp32", *paths]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for (text, sure), record in zip(expected, records, strict=True):
+        if sure:
+            assert record["text"] == text and "rejected" not in record
+        else:
+            assert record["text"] == "" and record["lines"] == []
+            (rejected,) = record["rejected"]
+            assert rejected["text"] == text and rejected["reason"] == "low_confidence"
+            assert f"below {METER_MIN_CONFIDENCE:g}" in rejected["detail"]
+
+    assert main(["ocr", "--meter", "--precision", "fp32", "--min-confidence", "0", *paths]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [out[i + 1] for i in range(0, len(out), 2)] == [text for text, _ in expected]
+    sure_one = next(i for i, (_, sure) in enumerate(expected) if sure)
+    unsure_one = next(i for i, (_, sure) in enumerate(expected) if not sure)
+    assert main(["ocr", "--meter", "--precision", "fp32", paths[sure_one], paths[unsure_one]]) == 0
+    captured = capsys.readouterr()
+    # a header and a line for each, the rejected one empty: scripts still get a line for each crop
+    assert captured.out.splitlines()[1::2] == [expected[sure_one][0], ""]
+    assert f"rejected {expected[unsure_one][0]!r}" in captured.err
+    assert f"rejected {expected[sure_one][0]!r}" not in captured.err
+
+
 def _config(tmp_path: Path, regions: str, more: str = "") -> object:
     from edge_ocr.config import parse_config
 
