@@ -78,8 +78,8 @@ def test_counters_are_printed_in_the_font_packages_upright_lining_faces() -> Non
     kept = {f for family in families for f in family}
     # old-style figures (a 3, 4, 5, 7 or 9 hanging below the line) and italics are never drawn
     adf = "/usr/share/fonts/truetype/adf/"
-    assert not fonts._lining(adf + "AccanthisADFStd-Regular.otf")
-    assert fonts._lining(adf + "AccanthisADFStdNo3-Regular.otf")
+    assert not fonts.lining(adf + "AccanthisADFStd-Regular.otf")
+    assert fonts.lining(adf + "AccanthisADFStdNo3-Regular.otf")
     assert "/usr/share/fonts/truetype/gentium/Gentium-I.ttf" not in kept
     assert not any("Italic" in f or "Oblique" in f for f in kept)
     for face in sorted(kept)[::9]:  # every digit drawn, and drawn differently

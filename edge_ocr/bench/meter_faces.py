@@ -39,7 +39,8 @@ SYSTEM_DIRS = (
     "/usr/share/fonts/truetype/freefont",
     "/usr/share/fonts/opentype/urw-base35",
 )
-_NOT_UPRIGHT = ("Italic", "Oblique", "Ita.", "BdIta", "Z003", "D050000L", "StandardSymbols")
+# Faces whose digits are not a counter's, though `fonts.lining` keeps them (symbol fonts draw all ten).
+_NOT_DIGITS = ("StandardSymbols",)
 
 
 def families() -> dict[str, list[str]]:
@@ -50,7 +51,7 @@ def families() -> dict[str, list[str]]:
         str(p)
         for d in SYSTEM_DIRS
         for p in Path(d).glob("*")
-        if p.suffix in (".ttf", ".otf") and not any(w in p.name for w in _NOT_UPRIGHT)
+        if p.suffix in (".ttf", ".otf") and not any(w in p.name for w in _NOT_DIGITS) and fonts.lining(str(p))
     )
     unseen_hershey = [cv2.FONT_HERSHEY_COMPLEX_SMALL] + [
         f | cv2.FONT_ITALIC for f in (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX)

@@ -22,7 +22,7 @@ FONTS_DIR = Path("/usr/share/fonts")
 # faces of fonts-liberation, -freefont and -urw-base35 at 0.897 (7.5% wrong above the last digit) where it
 # read its own at 0.96, and misread the ball-terminal 3 of Century Schoolbook as 8. So training also
 # draws them in these Debian packages' faces, a family (package) at a time so that a package of sixteen
-# weights counts as one design. Only upright faces with lining figures (`_lining`): a counter's digits
+# weights counts as one design. Only upright faces with lining figures (`lining`): a counter's digits
 # are all one height. Liberation, FreeFont and URW base35 stay out: they are the unseen check
 # (`edge_ocr.bench.meter_faces`). Each entry is a glob under /usr/share/fonts, narrow enough that another
 # package sharing the folder (fonts-noto-core beside fonts-noto-mono) does not change what is drawn.
@@ -88,7 +88,7 @@ def missing_face_packages() -> list[str]:
     return [pkg for pkg, pattern in FACE_PACKAGES.items() if not any(FONTS_DIR.glob(pattern))]
 
 
-def _lining(face: str) -> bool:
+def lining(face: str) -> bool:
     """Upright, with all ten digits drawn and within 12% of one height (old-style figures, whose 3, 4, 5,
     7 and 9 hang below the line, are 20% and more apart)."""
     font = _font(face, 64)
@@ -105,11 +105,11 @@ def _lining(face: str) -> bool:
 
 @functools.cache
 def package_faces() -> tuple[tuple[str, ...], ...]:
-    """The installed faces of `FACE_PACKAGES` that `_lining` keeps, one tuple per package (in the
+    """The installed faces of `FACE_PACKAGES` that `lining` keeps, one tuple per package (in the
     packages' order, faces sorted); packages with none are left out."""
     families = []
     for pattern in FACE_PACKAGES.values():
-        faces = tuple(f for f in sorted(str(p) for p in FONTS_DIR.glob(pattern)) if _lining(f))
+        faces = tuple(f for f in sorted(str(p) for p in FONTS_DIR.glob(pattern)) if lining(f))
         if faces:
             families.append(faces)
     return tuple(families)
