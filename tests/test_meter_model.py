@@ -357,3 +357,23 @@ def test_the_shipped_model_reads_seven_segment_displays_drawn_as_plain_strokes(m
     crops = render.seg7_set(TEST_SEED + 70, 60, "stroked", 0.5)
     right = sum(meter_engine.run_meter(c.image, DIGITS).text == c.text for c in crops)
     assert right >= 55, f"{right} of 60 read exactly"
+
+
+def test_the_strength_bench_reads_fresh_crops_and_counts_what_the_floor_rejects(tmp_path: Path) -> None:
+    from edge_ocr.bench import meter_strength
+
+    out = tmp_path / "strength.json"
+    assert meter_strength.main(["--n", "30", "--seg7-n", "20", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert list(rows) == ["drum@0.0", "drum@0.5", "drum@0.7", "drum@1.0", "seg7@0.5", "seg7@1.0"]
+    (model,) = result["models"]
+    for name, row in rows.items():
+        cell = row[model]
+        # the floor only takes readings away, and every reading it takes is counted as rejected
+        right_gone = cell["right"] - cell["right_kept"]
+        wrong_gone = cell["wrong_above_last_digit"] - cell["wrong_above_kept"]
+        assert right_gone >= 0 and wrong_gone >= 0, name
+        assert right_gone + wrong_gone <= cell["rejected"] <= row["n"], name
+    # clean crops read as the card says (0.99 and more at strength 0 / 0.5)
+    assert rows["drum@0.0"][model]["right"] >= 27 and rows["seg7@0.5"][model]["right"] >= 18

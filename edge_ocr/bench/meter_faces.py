@@ -68,16 +68,22 @@ def families() -> dict[str, list[str]]:
     return {k: v for k, v in out.items() if v}
 
 
-def run(models: Sequence[Path], n: int) -> dict[str, Any]:
+def fp32_readers(models: Sequence[Path]) -> dict[str, Any]:
+    """The runtime's `MeterReader` on each model file, one onnxruntime thread each, by path."""
     import onnxruntime as ort
 
     from edge_ocr.inference.meter import MeterReader
-    from edge_ocr.train import meter, render
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    readers = {str(m): MeterReader(ort.InferenceSession(str(m), opts, providers=["CPUExecutionProvider"]))
-               for m in models}  # fmt: skip
+    return {str(m): MeterReader(ort.InferenceSession(str(m), opts, providers=["CPUExecutionProvider"]))
+            for m in models}  # fmt: skip
+
+
+def run(models: Sequence[Path], n: int) -> dict[str, Any]:
+    from edge_ocr.train import meter, render
+
+    readers = fp32_readers(models)
     rows: dict[str, Any] = {}
 
     def row(name: str, faces: int, crops: list[render.Crop]) -> None:
