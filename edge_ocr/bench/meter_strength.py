@@ -24,7 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-SEED = 9_600_000  # + the strength's index (drums), + 100 + the index (7-segment); no other set uses these
+# + the strength's index (drums), + 100 + the index (7-segment). Training and the held-back sets never draw
+# from these; the INT8 percentile was chosen on seeds 9,600,000 + kind (modelbuild.meter), other crops.
+SEED = 9_600_000
 DRUM_STRENGTHS = (0.0, 0.5, 0.7, 1.0)
 SEG7_STRENGTHS = (0.5, 1.0)
 _COUNTS = ("right", "wrong_above_last_digit", "rejected", "right_kept", "wrong_above_kept")
@@ -65,7 +67,7 @@ def render_text(result: dict[str, Any]) -> str:
     lines = [
         "FP32, right / wrong above the last digit (counts of n): as read | past the "
         f"{result['floor']:g} confidence floor (rejected)",
-        f"{'set':16s} " + "  ".join(f"{Path(m).name[:30]:>30s}" for m in models),
+        f"{'set':16s} " + "  ".join(f"{Path(m).name[:34]:>34s}" for m in models),
     ]
     for name, row in result["rows"].items():
         cells = []
@@ -74,7 +76,7 @@ def render_text(result: dict[str, Any]) -> str:
             raw = f"{c['right'] / row['n']:.3f}/{c['wrong_above_last_digit']}"
             kept = f"{c['right_kept'] / row['n']:.3f}/{c['wrong_above_kept']} ({c['rejected']})"
             cells.append(f"{raw} | {kept}")
-        lines.append(f"{name + ' n=' + str(row['n']):16s} " + "  ".join(f"{c:>30s}" for c in cells))
+        lines.append(f"{name + ' n=' + str(row['n']):16s} " + "  ".join(f"{c:>34s}" for c in cells))
     return "\n".join(lines)
 
 

@@ -97,11 +97,14 @@ class NumericConfig(Section):
 METER_CHARS = "0123456789.- "  # what the meter model knows (edge_ocr/train/crnn.py)
 # The weakest-character floor of a meter-model region without `min_confidence`. Set on an earlier
 # model (1,500 held-back crops: 6 of 15 wrong drum readings and 5 of 52 wrong display readings
-# rejected, no right one; at 0.4 it began to cost right ones). With the shipped model (85b41963),
-# INT8, on the card's 1,500 held-back crops (seeds 7,000,000 + kind, full camera strength): 8 of 17
-# wrong drum readings and 8 of 50 wrong display readings rejected, and 3 of 1,433 right ones, because
-# a reading the reader's looks split on is less sure (`inference.meter.agreed`); before that (the
-# model and sets before 85b41963), 1 of 41 wrong and no right one.
+# rejected, no right one; at 0.4 it began to cost right ones). With the shipped model (51ab8fe4),
+# INT8, on the card's 1,500 held-back crops (seeds 7,000,000 + kind, full camera strength): 7 of 18
+# wrong drum readings and 6 of 46 wrong display readings rejected, and 4 of 1,436 right ones, because
+# a reading the reader's looks split on is less sure (`inference.meter.agreed`); 85b41963: 8 of 17,
+# 8 of 50 and 3 of 1,433; the model and sets before that, 1 of 41 wrong and no right one. On fresh
+# drums (`bench.meter_strength`, 1,500 a strength, FP32) it takes those wrong above the last digit
+# from 62 to 25 at full strength for 10 right ones, and from 16 to 13 at strength 0.5 for 5; a floor
+# of 0.45 stopped more there but cost 30 right ones of 600 at 0.5 (85b41963, INT8).
 METER_MIN_CONFIDENCE = 0.3
 
 
