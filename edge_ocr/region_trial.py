@@ -57,12 +57,10 @@ def try_region(tracker: RegionTracker, region: Region, image: np.ndarray, at: fl
     text = reading.text
     value = last_value = None
     reason = detail = None
-    mc = region.min_confidence
     if not text:
         reason, detail = "empty", "nothing was read"
-    elif mc is not None and min(reading.confidence, reading.weakest) < mc:
-        reason = "low_confidence"
-        detail = f"character confidence {reading.weakest:.2f} (mean {reading.confidence:.2f}) is below {mc:g}"
+    elif (unsure := region.unsure(reading)) is not None:
+        reason, detail = "low_confidence", unsure
     elif not region.is_valid(text):
         reason, detail = "pattern", f"{text!r} does not match {region.pattern!r}"
     if region.numeric is not None and text:

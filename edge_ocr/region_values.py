@@ -16,7 +16,7 @@ import numpy as np
 from edge_ocr.alignment import Alignment
 from edge_ocr.plausibility import NumericRules
 from edge_ocr.preprocess import crop_box, crop_quad
-from edge_ocr.types import Quad
+from edge_ocr.types import Quad, low_confidence
 
 WHOLE_FRAME = "frame"  # the region name used when a camera has no regions
 _SIGNATURE_SIDE = 64  # change detection compares regions downscaled to at most this many pixels a side
@@ -72,8 +72,12 @@ class Region:
 
     def is_sure(self, reading: Reading) -> bool:
         """Neither the mean nor the weakest character probability is below `min_confidence`."""
+        return self.unsure(reading) is None
+
+    def unsure(self, reading: Reading) -> str | None:
+        """Why `reading` is below `min_confidence` (the `low_confidence` detail), or None."""
         mc = self.min_confidence
-        return mc is None or min(reading.confidence, reading.weakest) >= mc
+        return None if mc is None else low_confidence(reading.confidence, reading.weakest, mc)
 
 
 def order_quad(pts: np.ndarray) -> np.ndarray:

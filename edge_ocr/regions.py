@@ -271,12 +271,9 @@ class RegionTracker:
         if st.run < self.debounce_frames and not force:
             return None
         reason = detail = None
-        if not region.is_sure(reading):
-            reason = "low_confidence"
-            detail = (
-                f"character confidence {reading.weakest:.2f} (mean {reading.confidence:.2f}) is below "
-                f"{region.min_confidence:g}"
-            )
+        unsure = region.unsure(reading)
+        if unsure is not None:
+            reason, detail = "low_confidence", unsure
         elif not region.is_valid(text):
             reason, detail = "pattern", f"{text!r} does not match {region.pattern!r}"
         verdict = None

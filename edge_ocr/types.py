@@ -14,6 +14,14 @@ Point = tuple[float, float]
 Quad = tuple[Point, Point, Point, Point]
 
 
+def low_confidence(confidence: float, weakest: float, floor: float) -> str | None:
+    """Why a reading is too unsure for `floor` (a region's `min_confidence`): its mean or its weakest
+    character probability is below it; None when it is sure enough."""
+    if min(confidence, weakest) >= floor:
+        return None
+    return f"character confidence {weakest:.2f} (mean {confidence:.2f}) is below {floor:g}"
+
+
 @dataclass(frozen=True)
 class TextBox:
     """A detected text line: 4 corners (clockwise from top-left) in image pixels, and the DB score."""
@@ -92,13 +100,15 @@ class OcrResult:
         """This result with every line whose mean or weakest character probability is below `floor`
         moved to `rejected`: the rule of a region's `min_confidence` (`region_values.Region.is_sure`),
         so that a one-shot read gives what a camera region would publish, and says what it rejected."""
-        kept = tuple(ln for ln in self.lines if min(ln.confidence, ln.weakest) >= floor)
-        held = tuple(
-            Rejected(ln, "low_confidence",
-                     f"character confidence {ln.weakest:.2f} (mean {ln.confidence:.2f}) is below {floor:g}")
-            for ln in self.lines if min(ln.confidence, ln.weakest) < floor
-        )  # fmt: skip
-        return replace(self, lines=kept, rejected=self.rejected + held)
+        kept: list[TextLine] = []
+        held: list[Rejected] = []
+        for ln in self.lines:
+            why = low_confidence(ln.confidence, ln.weakest, floor)
+            if why is None:
+                kept.append(ln)
+            else:
+                held.append(Rejected(ln, "low_confidence", why))
+        return replace(self, lines=tuple(kept), rejected=self.rejected + tuple(held))
 
     def to_dict(self) -> dict[str, Any]:
         return {
