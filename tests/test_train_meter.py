@@ -138,7 +138,6 @@ def test_training_sees_both_neighbouring_values_of_a_turning_drum_and_how_far_it
     # The bench scores a turning drum's either neighbouring value as right; the second phase's loss
     # (turning_drums) needs both in each batch: the label and, for a turning drum, the value one step
     # away with how much of it the window shows; every other crop has only its label.
-    from edge_ocr.train import meter
     from edge_ocr.train.crnn import CHARSET
 
     def texts(flat, lengths) -> list[str]:  # noqa: ANN001
@@ -171,7 +170,6 @@ def test_a_turning_drum_trained_by_share_reads_as_far_as_it_turned() -> None:
     # gearing weighs), "either" must leave the model free to pick one, "nearest" must push to the label.
     import torch
 
-    from edge_ocr.train import meter
 
     share = torch.tensor([0.3])
     best = {}
@@ -192,6 +190,5 @@ def test_the_shipped_card_states_the_recipe_the_code_trains_with() -> None:
     # `train meter --out F` reproduces the shipped model only if the code's recipe is the one the card
     # says trained it: a recipe edited for an experiment that did not ship must not stay behind.
     from edge_ocr.modelbuild import meter as shipped
-    from edge_ocr.train import meter
 
     assert shipped.card()["recipe"] == json.loads(json.dumps(meter.RECIPE))

@@ -114,30 +114,43 @@ def render_text(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from edge_ocr.bench.meters import machine, machine_line
-    from edge_ocr.modelbuild.meter import MODEL
-
-    parser = argparse.ArgumentParser(
-        prog="python -m edge_ocr.bench.meter_faces", description=__doc__.split("\n")[0]
-    )
+def model_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The options every side-by-side meter bench takes: `--model` (repeatable) and `--json`."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     parser.add_argument(
         "--model", type=Path, action="append", help="an FP32 meter ONNX (repeatable); default: shipped"
     )
-    parser.add_argument("--n", type=int, default=400, help="counters per family and strength (default 400)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args(argv)
-    if args.n < 1:
-        parser.error("--n must be at least 1")
-    models = args.model or [MODEL]
+    return parser
+
+
+def checked_models(parser: argparse.ArgumentParser, given: list[Path] | None) -> list[Path]:
+    """`--model`'s files (the shipped model when none), each there; prints the machine it runs on."""
+    from edge_ocr.bench.meters import machine, machine_line
+    from edge_ocr.modelbuild.meter import MODEL
+
+    models = given or [MODEL]
     for m in models:
         if not m.is_file():
             parser.error(f"--model {m}: no such file")
     print(machine_line(machine()), flush=True)
-    result = run(models, args.n)
-    print(render_text(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return models
+
+
+def report(text: str, result: dict[str, Any], path: Path | None) -> None:
+    print(text)
+    if path:
+        path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = model_parser("python -m edge_ocr.bench.meter_faces", __doc__)
+    parser.add_argument("--n", type=int, default=400, help="counters per family and strength (default 400)")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error("--n must be at least 1")
+    result = run(checked_models(parser, args.model), args.n)
+    report(render_text(result), result, args.json)
     return 0
 
 

@@ -17,8 +17,6 @@ REV:edge_ocr/modelbuild/meter/meter_crnn.fp32.onnx > old.onnx`). Tooling only (t
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +35,7 @@ def run(models: Sequence[Path], n: int, seg7_n: int) -> dict[str, Any]:
     from edge_ocr.config.camera import METER_MIN_CONFIDENCE
     from edge_ocr.inference.meter import weakest
     from edge_ocr.train import meter, render
+    from edge_ocr.types import low_confidence
 
     readers = fp32_readers(models)
     sets = {f"drum@{s}": render.render_set(SEED + i, n, "drum", s) for i, s in enumerate(DRUM_STRENGTHS)}
@@ -51,7 +50,7 @@ def run(models: Sequence[Path], n: int, seg7_n: int) -> dict[str, Any]:
                 d = reader.read([c.image], "0123456789.-")[0]
                 right = d.text in render.neighbours(c)
                 above = not right and meter.score([c], [d.text]).get("wrong_above_last_digit", 0.0) > 0
-                kept = min(d.confidence, weakest(d)) >= METER_MIN_CONFIDENCE
+                kept = low_confidence(d.confidence, weakest(d), METER_MIN_CONFIDENCE) is None
                 cell["right"] += right
                 cell["wrong_above_last_digit"] += above
                 cell["rejected"] += not kept
@@ -81,30 +80,16 @@ def render_text(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from edge_ocr.bench.meters import machine, machine_line
-    from edge_ocr.modelbuild.meter import MODEL
+    from edge_ocr.bench.meter_faces import checked_models, model_parser, report
 
-    parser = argparse.ArgumentParser(
-        prog="python -m edge_ocr.bench.meter_strength", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "--model", type=Path, action="append", help="an FP32 meter ONNX (repeatable); default: shipped"
-    )
+    parser = model_parser("python -m edge_ocr.bench.meter_strength", __doc__)
     parser.add_argument("--n", type=int, default=1500, help="counters per strength (default 1500)")
     parser.add_argument("--seg7-n", type=int, default=1000, help="7-segment readings per strength (1000)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.n < 1 or args.seg7_n < 1:
         parser.error("--n and --seg7-n must be at least 1")
-    models = args.model or [MODEL]
-    for m in models:
-        if not m.is_file():
-            parser.error(f"--model {m}: no such file")
-    print(machine_line(machine()), flush=True)
-    result = run(models, args.n, args.seg7_n)
-    print(render_text(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    result = run(checked_models(parser, args.model), args.n, args.seg7_n)
+    report(render_text(result), result, args.json)
     return 0
 
 
