@@ -8,6 +8,16 @@ median printed. Scenarios:
   target: 120 MB). It loads the meter model alone.
 - `meter+page`: the same with the web page on (the Setup tab tests regions of either kind, and the API
   reads pages: the general models and the page orientation model are loaded too).
+
+Beside the peak, each row gives the process's RSS at the end split in two (medians): private memory
+(RssAnon: heaps, tensors, thread stacks, what edge-ocr and its libraries allocate) and pages mapped
+from files (RssFile: mostly the code of OpenCV, onnxruntime, FFmpeg and Python). The second part is
+clean, shared with every process that maps the same files and dropped first under memory pressure, and
+how much of it the kernel maps depends on the page cache's state, not on edge-ocr: on one machine
+(kernel 6.18, which maps a large folio of the page cache whole) and the same wheels, the meter daemon
+peaked at 128 MB right after `scripts/test --setup-only` and at 160 MB once OpenCV's wheel had been
+reinstalled (and again after dropping the page cache): cv2.abi3.so mapped 15 -> 35 MB and libavcodec
+3 -> 12 MB, while heap and anonymous maps stayed at 49 MB. Compare peaks measured in one state.
 """
 
 from __future__ import annotations
@@ -59,8 +69,9 @@ def _status(pid: int, key: str) -> float:
     raise RuntimeError(f"{key} not in /proc/{pid}/status")
 
 
-def peak_rss_mb(config: Path, seconds: float) -> float:
-    """VmHWM of one `edge-ocr run --config` process after `seconds`, then stopped with SIGTERM."""
+def peak_rss(config: Path, seconds: float) -> dict[str, float]:
+    """One `edge-ocr run --config` process's VmHWM after `seconds`, and its RSS then split into private
+    (RssAnon) and file-backed (RssFile) pages, in MB; then stopped with SIGTERM."""
     exe = Path(sys.executable).with_name("edge-ocr")
     proc = subprocess.Popen([str(exe), "run", "--config", str(config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -72,7 +83,8 @@ def peak_rss_mb(config: Path, seconds: float) -> float:
                     f"the daemon stopped: {(proc.stderr.read() if proc.stderr else '')[-500:]}"
                 )
             time.sleep(0.5)
-        return _status(proc.pid, "VmHWM")
+        return {"peak": _status(proc.pid, "VmHWM"), "private": _status(proc.pid, "RssAnon"),
+                "files": _status(proc.pid, "RssFile")}  # fmt: skip
     finally:
         proc.terminate()
         proc.communicate(timeout=60)
@@ -103,14 +115,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_meter_video(video, [(f"0481{i}.3", 2.0) for i in range(10)], face="dseg7")
         for k, scenario in enumerate(args.scenario):
             config = _config(tmp, video, scenario, 18700 + k)
-            peaks = [peak_rss_mb(config, args.seconds) for _ in range(args.runs)]
+            runs = [peak_rss(config, args.seconds) for _ in range(args.runs)]
             rows[scenario] = {
-                "median_mb": round(statistics.median(peaks), 1),
-                "runs_mb": [round(p, 1) for p in peaks],
+                "median_mb": round(statistics.median(r["peak"] for r in runs), 1),
+                "runs_mb": [round(r["peak"], 1) for r in runs],
+                "private_mb": round(statistics.median(r["private"] for r in runs), 1),
+                "files_mb": round(statistics.median(r["files"] for r in runs), 1),
             }
     print(f"peak RSS of `edge-ocr run` (VmHWM after {args.seconds:g} s), {_cpu()}")
     for scenario, row in rows.items():
-        print(f"  {scenario:<12} median {row['median_mb']:6.1f} MB   runs {row['runs_mb']}")
+        print(
+            f"  {scenario:<12} median {row['median_mb']:6.1f} MB   runs {row['runs_mb']}   at the end: "
+            f"{row['private_mb']:.1f} MB private, {row['files_mb']:.1f} MB mapped from files"
+        )
     if args.json:
         Path(args.json).write_text(
             json.dumps({"bench": "memory", "cpu": _cpu(), "scenarios": rows}, indent=1)
