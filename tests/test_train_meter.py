@@ -173,7 +173,6 @@ def test_a_turning_drum_trained_by_share_reads_as_far_as_it_turned() -> None:
     # gearing weighs), "either" must leave the model free to pick one, "nearest" must push to the label.
     import torch
 
-
     share = torch.tensor([0.3])
     best = {}
     for turning in meter.TURNING:

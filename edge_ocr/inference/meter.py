@@ -130,13 +130,18 @@ def wider(crop: np.ndarray) -> np.ndarray:
 
 
 def framings(crop: np.ndarray) -> list[np.ndarray]:
-    """The crop as other region boxes would give it to the model: wider (`wider`, first) and narrower (a
-    face seen from the side), cut 8% tighter above and below, 10% looser all round, and round the digits' band
-    (`text_band`) where that is tighter still. The model was trained on boxes that move
+    """The crop as other region boxes would give it to the model: wider (`wider`, first) and narrower
+    (a face seen from the side), cut 8% tighter above and below, 10% looser all round, and round the
+    digits' band (`text_band`) where that is tighter still. The model was trained on boxes that move
     (`render._region_box`); a weak reading that most framings agree on is a reading that does not hang
     on where the box edge fell."""
+    return [wider(crop), *_beyond_wider(crop)]
+
+
+def _beyond_wider(crop: np.ndarray) -> list[np.ndarray]:
+    """`framings` but the first: what a sure reading's second look adds to its wider check."""
     h = crop.shape[0]
-    out = [wider(crop), prepare(crop, max(MIN_WIDTH, int(width_for(crop) * 0.8)))]
+    out = [prepare(crop, max(MIN_WIDTH, int(width_for(crop) * 0.8)))]
     t = int(h * 0.08)
     if t >= 1 and h - 2 * t >= 8:
         out.append(prepare(crop[t : h - t]))
@@ -228,7 +233,7 @@ class MeterReader:
                 if check.text == first.text:
                     out.append(first)
                     continue
-                looks = [first, check] + [self._look(x, mask) for x in framings(crop)[1:]]
+                looks = [first, check] + [self._look(x, mask) for x in _beyond_wider(crop)]
             else:
                 looks = [first] + [self._look(x, mask) for x in framings(crop)]
             out.append(agreed(looks))
