@@ -416,10 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     try:
-        from edge_ocr.bench import ocr as bench
+        from edge_ocr.bench import options as bench_options
 
         p = sub.add_parser("bench", help="accuracy and speed on the eval data")
-        bench.add_arguments(p)
+        bench_options.add_arguments(p)
         p.add_argument(
             "--daemon", action="store_true", help="files/s through the daemon vs the engine alone, latency"
         )

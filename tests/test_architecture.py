@@ -8,6 +8,9 @@ Every import counts for the graph, wherever it is written: at the top, inside a 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -192,3 +195,17 @@ def test_nothing_imports_the_daemon_or_the_cli_but_the_front_door_and_the_tools(
         if up:
             bad[name] = sorted(up)
     assert not bad, bad
+
+
+def test_every_command_line_is_built_without_the_tools_code() -> None:
+    """`edge-ocr run` builds the whole command line first, `bench`'s options included: those come from
+    bench.options (the standard library only), so a daemon loads none of the bench's code (it did, and
+    numpy with it, before it had read its configuration)."""
+    code = (
+        "import sys, json; from edge_ocr import cli; cli.build_parser(); "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('edge_ocr.', 'numpy')))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = json.loads(out)
+    assert [m for m in loaded if is_tool(m) and m not in ("edge_ocr.bench", "edge_ocr.bench.options")] == []
+    assert "numpy" not in loaded

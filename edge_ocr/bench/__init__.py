@@ -11,7 +11,9 @@
 - `evalsets`: the eval sets' labels on disk (line sets and pages);
 - `meter`: the generated 7-segment utility meter (frames, videos, schedules) of tests and benchmarks;
 - `scoring`: SOURCES.md's rules (CER, exact lines, page matching);
-- `devbroker`: a real mosquitto on loopback for tests and benchmarks.
+- `devbroker`: a real mosquitto on loopback for tests and benchmarks;
+- `options`: `edge-ocr bench`'s options, the standard library only: every command line is built with
+  them.
 
-The runtime never imports this package.
+The runtime never imports this package, and the command line only its `options`.
 """

@@ -158,7 +158,7 @@ def render_text(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_ocr.bench.ocr import default_data_dir
+    from edge_ocr.bench.options import default_data_dir
 
     p = argparse.ArgumentParser(prog="python -m edge_ocr.bench.line_parity", description=__doc__)
     p.add_argument("--data", type=Path, default=None, help="the eval folder (default: bench.ocr's)")

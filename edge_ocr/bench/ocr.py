@@ -33,23 +33,17 @@ import numpy as np
 from edge_ocr import allocator
 from edge_ocr.bench import scoring
 from edge_ocr.bench.evalsets import load_lines, load_pages
+from edge_ocr.bench.options import QUICK, add_arguments
 from edge_ocr.bench.rotations import unturn_box
 from edge_ocr.errors import ConfigError, EdgeOcrError
 
 LINE_SETS = ("lines_en", "lines_zh_synth", "lines_zh")
 SYNTHETIC = {"lines_zh_synth"}
-QUICK = {"lines": 100, "pages": 10}  # --quick: first N of each set, enough for a CI smoke run
 CAMERA_SET = "pages_camera"  # --camera-like: the receipts photographed (bench/camera_like.py)
 SWEEP = [(736, "max"), (960, "max"), (1280, "max"), (736, "min"), (960, "min")]
 # The baselines, each in its own worker process: RapidOCR 1.4.4 (PP-OCRv4, the package edge-ocr's
 # first model set comes from) and RapidOCR 3.10 (PP-OCRv6 small, the default set's source).
 BASELINES = {"rapidocr": ("rapidocr_onnxruntime", "1.4.4"), "rapidocr3": ("rapidocr", "3.10.0")}
-
-
-def default_data_dir() -> Path:
-    """$EDGE_OCR_EVAL, else ../shared/eval beside the repository (where CI and this machine keep it)."""
-    env = os.environ.get("EDGE_OCR_EVAL")
-    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared" / "eval"
 
 
 # --- workers: run in a child process, print one JSON object -----------------------------------------
@@ -500,73 +494,6 @@ def speed_ratio(rows: list[dict[str, Any]]) -> str | None:
             if r["engine"] == "edge" and not r.get("sweep")
         ]
     return "; ".join(parts) or None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `edge-ocr bench`."""
-    parser.add_argument(
-        "--data",
-        default=str(default_data_dir()),
-        help="the eval folder (pages/, lines_en/, ...); default $EDGE_OCR_EVAL, else ../shared/eval",
-    )
-    parser.add_argument("--models", default=None, help="models folder (default $EDGE_OCR_MODELS or models/)")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"first {QUICK['lines']} lines and {QUICK['pages']} pages only (CI smoke run)",
-    )
-    parser.add_argument("--only", choices=("lines", "pages"), help="run only the line sets or only pages")
-    parser.add_argument(
-        "--precision",
-        nargs="+",
-        metavar="P",
-        help="auto, fp32 and/or int8 (auto: INT8 where accurate and faster on this CPU); default: all",
-    )
-    parser.add_argument(
-        "--model-set", nargs="+", metavar="SET",
-        help="ppocrv6-small, ppocrv6-tiny and/or ppocrv4-mobile; default: all",
-    )
-    parser.add_argument(
-        "--threads",
-        nargs="+",
-        type=int,
-        default=[1, 2],
-        metavar="N",
-        help="onnxruntime threads per configuration (default: 1 2)",
-    )
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="time each item N times and keep the fastest (default 1)"
-    )
-    parser.add_argument(
-        "--no-baselines", dest="baselines", action="store_false", help="skip RapidOCR 1.4/3.10 and Tesseract"
-    )
-    parser.add_argument("--det-limit", type=int, help="detector side limit for the edge-ocr rows")
-    parser.add_argument(
-        "--det-limit-type",
-        choices=("max", "min"),
-        default="max",
-        help="with --det-limit: limit the longest (max) or shortest (min) side",
-    )
-    parser.add_argument(
-        "--rotations", action="store_true",
-        help="also read the eval pages turned 90, 180 and 270 degrees (page orientation)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--det-sweep", action="store_true", help="also run pages with several detector side limits (1 thread)"
-    )
-    parser.add_argument(
-        "--option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="an EngineSettings field for the edge-ocr rows, e.g. use_cls=false or rec_batch_size=1",
-    )
-    parser.add_argument(
-        "--camera-like",
-        action="store_true",
-        help="also read the eval receipts made camera-like: 4032-px photos with perspective, light and blur",
-    )
-    parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_ocr.bench.ocr import default_data_dir
+from edge_ocr.bench.options import default_data_dir
 
 _RAPID = """
 import sys
