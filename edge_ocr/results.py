@@ -61,8 +61,9 @@ def result_message(
     if result is not None:
         body = result.to_dict()
         msg.update(text=body["text"], lines=body["lines"], timings_ms=body["timings_ms"])
-        if "orientation" in body:
-            msg["orientation"] = body["orientation"]
+        for key in ("orientation", "rejected"):  # present only when there is one: as `ocr --json` has them
+            if key in body:
+                msg[key] = body[key]
     else:
         msg.update(error=error or {"message": "unknown error"}, timings_ms={})
     if extra:

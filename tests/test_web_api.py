@@ -128,7 +128,15 @@ def test_ocr_answers_the_result_message_raw_and_multipart_and_cache_hits_repeat_
                       data={"min_confidence": "0.9"}, timeout=120)  # fmt: skip
     assert form.status_code == 200, form.text
     assert form.json()["file"] == "bill.png"
-    assert all(ln["confidence"] >= 0.9 for ln in form.json()["lines"])
+    # The floor of a camera region and of `ocr --min-confidence`: a line is held back when its mean or
+    # its weakest character is below it, and listed under `rejected` with why, not dropped. This line's
+    # mean is above 0.9 and its weakest character (the "1" of "Bil1") below: the mean alone kept it.
+    (held,) = form.json()["rejected"]
+    assert form.json()["lines"] == [] and form.json()["text"] == ""
+    assert held["text"] == body["text"] and held["confidence"] >= 0.9 > held["weakest"]
+    assert held["reason"] == "low_confidence" and "below 0.9" in held["detail"]
+    kept = api.post(data, params={"min_confidence": "0.5"}).json()
+    assert kept["text"] == body["text"] and "rejected" not in kept
     # curl --data-binary without -H sends application/x-www-form-urlencoded: read as the bytes they are.
     assert api.post(data, "application/x-www-form-urlencoded").status_code == 200
 

@@ -46,7 +46,9 @@ class OcrOptions(BaseModel):
     line: bool = Field(False, description="The image is one text line: no detection, the box is the image.")
     cls: bool | None = Field(None, description="Run the 0/180 degree classifier (default: as configured).")
     min_confidence: float | None = Field(
-        None, ge=0, le=1, description="Drop lines read with less confidence (the engine's own floor applies)."
+        None, ge=0, le=1,
+        description="Move a line whose mean or weakest character probability is below this out of the text, "
+        "into `rejected` with its reason, as a camera region's min_confidence does.",
     )
     model_set: str | None = Field(None, description="Must name the model set this device runs, if given.")
 
@@ -219,8 +221,9 @@ class OcrService:
         finally:
             self.ctx.gate.release()
         if opts.min_confidence is not None:
-            kept = tuple(ln for ln in result.lines if ln.confidence >= opts.min_confidence)
-            result = OcrResult(kept, result.width, result.height, result.timings_ms)
+            # The rule of a camera region's min_confidence and of `edge-ocr ocr --min-confidence`: the
+            # weakest character counts as well as the mean, and what is held back is listed, not dropped.
+            result = result.sure(opts.min_confidence)
         return result, decode_ms, wait_ms
 
 
@@ -273,7 +276,9 @@ def router() -> APIRouter:
         request: Request,
         line: bool = Query(False, description="The image is one text line (no detection)."),
         cls: bool | None = Query(None, description="Run the 0/180 degree classifier (default: configured)."),
-        min_confidence: float | None = Query(None, ge=0, le=1, description="Drop less confident lines."),
+        min_confidence: float | None = Query(
+            None, ge=0, le=1, description="Lines less sure (mean or weakest character) go to rejected."
+        ),
         model_set: str | None = Query(None, description="Must be the model set this device runs."),
     ) -> dict[str, Any]:
         given = {k: v for k, v in {"line": line, "cls": cls, "min_confidence": min_confidence,
