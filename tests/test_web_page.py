@@ -119,6 +119,16 @@ def test_page_reads_a_receipt_draws_its_boxes_and_shows_a_camera(tmp_path, model
             page.set_input_files("#file", str(bad))
             assert wait_until(lambda: "not read here" in page.text_content("#message"), 30)
 
+            # ---- a line held back by the min confidence is named, not shown as "No text found."
+            # (its mean is above 0.9, the "1" of "Bil1" below: the region's rule, weakest character too)
+            page.fill("#opt-min", "0.9")
+            page.set_input_files("#file", str(eval_data / "lines_en" / "img" / "sroie_017_013.png"))
+            assert wait_until(lambda: "held back" in page.text_content("#message"), 60)
+            message = page.text_content("#message")
+            assert "Bil1 Start" in message and "below 0.9" in message and "No text" not in message
+            assert page.eval_on_selector_all("#lines li", "els => els.length") == 0
+            page.fill("#opt-min", "")
+
             # ---- watch it: the camera's latest analysed frame with its region drawn
             page.click("button[data-tab=watch]")
             page.wait_for_selector("#cameras canvas", timeout=60_000)

@@ -74,7 +74,11 @@ async function readFile(file) {
   // The browser applies EXIF orientation when it decodes (as the server did): the bitmap then has the
   // server's width x height, and the boxes land where the text is.
   state.bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
-  showMessage(body.lines.length ? "" : "No text found.", false);
+  // Lines the min confidence held back are named, so that an empty result is not taken for no text.
+  const held = (body.rejected || []).map((r) => "\u201c" + r.text + "\u201d (" + r.detail + ")");
+  const heldNote = held.length ? held.length + " line" + (held.length > 1 ? "s" : "") +
+    " held back by the min confidence: " + held.join("; ") : "";
+  showMessage(heldNote || (body.lines.length ? "" : "No text found."), false);
   render();
 }
 
