@@ -23,14 +23,14 @@ per row and camera strength (0.7 and 1.0), seeds training never draws from. Read
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
+
+from edge_ocr.bench.meters import checked_models, fp32_readers, model_parser, report
 
 SEED = 5_600_000  # + the family's index * 10 + the strength's index; training and held-back sets never use it
 STRENGTHS = (0.7, 1.0)
@@ -68,18 +68,6 @@ def families() -> dict[str, list[str]]:
     return {k: v for k, v in out.items() if v}
 
 
-def fp32_readers(models: Sequence[Path]) -> dict[str, Any]:
-    """The runtime's `MeterReader` on each model file, one onnxruntime thread each, by path."""
-    import onnxruntime as ort
-
-    from edge_ocr.inference.meter import MeterReader
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return {str(m): MeterReader(ort.InferenceSession(str(m), opts, providers=["CPUExecutionProvider"]))
-            for m in models}  # fmt: skip
-
-
 def run(models: Sequence[Path], n: int) -> dict[str, Any]:
     from edge_ocr.train import meter, render
 
@@ -112,35 +100,6 @@ def render_text(result: dict[str, Any]) -> str:
         cells = [f"{row[m]['exact']:.3f}{a}" for m, a in zip(models, above, strict=True)]
         lines.append(f"{name + ' (' + str(row['faces']) + ')':24s} " + "  ".join(f"{c:>22s}" for c in cells))
     return "\n".join(lines)
-
-
-def model_parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    """The options every side-by-side meter bench takes: `--model` (repeatable) and `--json`."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
-    parser.add_argument(
-        "--model", type=Path, action="append", help="an FP32 meter ONNX (repeatable); default: shipped"
-    )
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    return parser
-
-
-def checked_models(parser: argparse.ArgumentParser, given: list[Path] | None) -> list[Path]:
-    """`--model`'s files (the shipped model when none), each there; prints the machine it runs on."""
-    from edge_ocr.bench.meters import machine, machine_line
-    from edge_ocr.modelbuild.meter import MODEL
-
-    models = given or [MODEL]
-    for m in models:
-        if not m.is_file():
-            parser.error(f"--model {m}: no such file")
-    print(machine_line(machine()), flush=True)
-    return models
-
-
-def report(text: str, result: dict[str, Any], path: Path | None) -> None:
-    print(text)
-    if path:
-        path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,7 @@ _COUNTS = ("right", "wrong_above_last_digit", "rejected", "right_kept", "wrong_a
 
 
 def run(models: Sequence[Path], n: int, seg7_n: int) -> dict[str, Any]:
-    from edge_ocr.bench.meter_faces import fp32_readers
+    from edge_ocr.bench.meters import fp32_readers
     from edge_ocr.config.camera import METER_MIN_CONFIDENCE
     from edge_ocr.inference.meter import weakest
     from edge_ocr.train import meter, render
@@ -80,7 +80,7 @@ def render_text(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from edge_ocr.bench.meter_faces import checked_models, model_parser, report
+    from edge_ocr.bench.meters import checked_models, model_parser, report
 
     parser = model_parser("python -m edge_ocr.bench.meter_strength", __doc__)
     parser.add_argument("--n", type=int, default=1500, help="counters per strength (default 1500)")

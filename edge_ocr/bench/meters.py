@@ -18,6 +18,9 @@ The edge-ocr rows run in this process, one engine at a time; each reads the firs
 (the warm-up), then every crop: ms is the median of `timings_ms["total"]` (the suppress-ghosts row adds
 the time of `suppress_ghosts`), the baseline's is the worker's wall time per crop.
 
+It also keeps what the benches that put meter model files side by side share (`meter_faces`,
+`meter_strength`): their `--model`/`--json` options, the FP32 readers, the report.
+
 Tooling only (the renderer needs Pillow and the DSEG fonts): the daemon never imports this module.
 """
 
@@ -456,3 +459,46 @@ def main(args: argparse.Namespace) -> int:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({k: v for k, v in result.items() if k != "failed"}, fh, indent=1)
     return 1 if result["failed"] else 0
+
+
+# --- side by side: the options and readers of the benches that compare meter model files -------------
+
+
+def fp32_readers(models: Sequence[Path]) -> dict[str, Any]:
+    """The runtime's `MeterReader` on each model file, one onnxruntime thread each, by path."""
+    import onnxruntime as ort
+
+    from edge_ocr.inference.meter import MeterReader
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return {str(m): MeterReader(ort.InferenceSession(str(m), opts, providers=["CPUExecutionProvider"]))
+            for m in models}  # fmt: skip
+
+
+def model_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The options every side-by-side meter bench takes: `--model` (repeatable) and `--json`."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    parser.add_argument(
+        "--model", type=Path, action="append", help="an FP32 meter ONNX (repeatable); default: shipped"
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    return parser
+
+
+def checked_models(parser: argparse.ArgumentParser, given: list[Path] | None) -> list[Path]:
+    """`--model`'s files (the shipped model when none), each there; prints the machine it runs on."""
+    from edge_ocr.modelbuild.meter import MODEL
+
+    models = given or [MODEL]
+    for m in models:
+        if not m.is_file():
+            parser.error(f"--model {m}: no such file")
+    print(machine_line(machine()), flush=True)
+    return models
+
+
+def report(text: str, result: dict[str, Any], path: Path | None) -> None:
+    print(text)
+    if path:
+        path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
