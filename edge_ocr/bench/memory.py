@@ -17,7 +17,10 @@ how much of it the kernel maps depends on the page cache's state, not on edge-oc
 (kernel 6.18, which maps a large folio of the page cache whole) and the same wheels, the meter daemon
 peaked at 128 MB right after `scripts/test --setup-only` and at 160 MB once OpenCV's wheel had been
 reinstalled (and again after dropping the page cache): cv2.abi3.so mapped 15 -> 35 MB and libavcodec
-3 -> 12 MB, while heap and anonymous maps stayed at 49 MB. Compare peaks measured in one state.
+3 -> 12 MB, while heap and anonymous maps stayed at 49 MB. Compare peaks measured in one state. The
+lower state is what small pages give: the same virtualenv copied to a tmpfs mounted `huge=never` (only
+4 KiB pages in its page cache) gave the meter daemon 124.6 MB peak, with the same libraries' mappings
+(onnxruntime 21.8, cv2 9.7, libavcodec 2.8 MB) as from ext4 in that state (125-126 MB).
 """
 
 from __future__ import annotations
