@@ -209,3 +209,26 @@ def test_every_command_line_is_built_without_the_tools_code() -> None:
     loaded = json.loads(out)
     assert [m for m in loaded if is_tool(m) and m not in ("edge_ocr.bench", "edge_ocr.bench.options")] == []
     assert "numpy" not in loaded
+
+
+def test_runtime_modules_never_draw_from_numpy_random() -> None:
+    """numpy.random's extension modules load on first use and cost a meter-only daemon's first start
+    3 MB of peak RSS; the runtime has no use for random numbers (the precision probe's input is a fixed
+    pattern)."""
+    bad = []
+    for name in modules():
+        if is_tool(name):
+            continue
+        for node in ast.walk(tree(name)):
+            owner = node.value if isinstance(node, ast.Attribute) and node.attr == "random" else None
+            if isinstance(owner, ast.Name) and owner.id in ("np", "numpy"):
+                bad.append(f"{name}:{node.lineno}")
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{a.name}" for a in node.names] + [node.module or ""]
+            else:
+                continue
+            if any(n == "numpy.random" or n.startswith("numpy.random.") for n in names):
+                bad.append(f"{name}:{node.lineno}")
+    assert not bad, bad
