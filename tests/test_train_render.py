@@ -145,3 +145,32 @@ def test_camera_strength_zero_keeps_the_picture_clean() -> None:
     c = render.clean(rng, "seg7")
     out = render.camera(c.image, np.random.default_rng(1), strength=0.0)
     assert out.shape[2] == 3 and out.dtype == np.uint8
+
+
+def test_counters_are_drawn_bolder_or_thinner_only_where_every_digit_keeps_its_shape() -> None:
+    # Old Standard Bold thinned by a pixel loses its hairlines: a 4 without its diagonal reads as a 1
+    # with a bar, and a crop so labelled 4 teaches the model to guess and scores a reader on a guess.
+    # Open Sans ExtraBold two pixels bolder fills the counter of its 4 and one of its 8. (`_keeps`: no
+    # stroke broken, no counter closed or shrunk below a quarter of its area.)
+    thin = "/usr/share/fonts/truetype/fonts-oldstandard/OldStandard-Bold.ttf"
+    bold = "/usr/share/fonts/truetype/open-sans/OpenSans-ExtraBold.ttf"
+    for face, weight in ((thin, -1), (bold, 2)):
+        asked = [render._glyph(d, face, 40, 40, weight, 1.0) for d in "0123456789"]
+        plain = [render._glyph(d, face, 40, 40, 0, 1.0) for d in "0123456789"]
+        broken = [d for d, a, p in zip("0123456789", asked, plain, strict=True)
+                  if not render._keeps(render._shape(p), render._shape(a))]  # fmt: skip
+        assert broken, (face, weight)  # the weight asked for does spoil digits of these faces
+        drawn = render._legible_digits(face, 40, 40, weight, 1.0)
+        for d, g, p in zip("0123456789", drawn, plain, strict=True):
+            assert render._keeps(render._shape(p), render._shape(g)), (face, weight, d)
+    # the 4 keeps the counter its diagonal closes, in the strip the drums turn
+    strip = render._digit_strip(thin, 40, 40, 64, -1, 1.0)
+    assert render._shape(strip[4 * 64 : 5 * 64]) == render._shape(render._glyph("4", thin, 40, 40, 0, 1.0))
+    # and a face that takes the weight is drawn with it: bolder counters stay in training
+    sans = next(f for f in fonts._faces("DejaVuSans.ttf", str(fonts.DEJAVU_DIR)))
+    heavier = render._legible_digits(sans, 40, 40, 1, 1.0)
+    as_asked = [render._glyph(d, sans, 40, 40, 1, 1.0) for d in "0123456789"]
+    assert all(np.array_equal(a, b) for a, b in zip(heavier, as_asked, strict=True))
+    assert float(sum(g.sum() for g in heavier)) > 1.1 * float(
+        sum(render._glyph(d, sans, 40, 40, 0, 1.0).sum() for d in "0123456789")
+    )
