@@ -188,7 +188,7 @@ def batches(
     own: list[Labelled] | None = None,
     kinds: dict[str, float] | None = None,
     motion: str = "even",
-    legible: bool = RECIPE["legible_weights"],
+    legible: bool = False,
 ) -> Iterator[tuple]:
     """Endless batches of fresh rendered crops (one in four an `own` crop when given; kinds drawn by
     `kinds`, else by the renderer's WEIGHTS; drums turning by `motion`, drawn `legible` or every weight
@@ -304,7 +304,9 @@ def train(
     losses: list[float] = []
     window: list[float] = []
     t0 = time.perf_counter()
-    data = _prefetch(batches(seed, batch, RECIPE["camera_strength"], own, kinds, motion))
+    data = _prefetch(
+        batches(seed, batch, RECIPE["camera_strength"], own, kinds, motion, RECIPE["legible_weights"])
+    )
     for step in range(1, steps + 1):
         x, targets, lengths, others, other_lengths, share = next(data)
         logits = model(x)  # N, T, C
