@@ -551,6 +551,9 @@ def _package_face(rng: np.random.Generator) -> str:
     return family[int(rng.integers(len(family)))]
 
 
+_DIGITS_0_9 = "0123456789"
+
+
 def _shape(glyph: np.ndarray) -> tuple[int, int, int]:
     """(pieces, counters, counter area) of a glyph's coverage mask: its ink's connected strokes
     (8-connected), the holes they enclose (4-connected) and those holes' pixels: what tells a 4 from a
@@ -565,8 +568,9 @@ def _shape(glyph: np.ndarray) -> tuple[int, int, int]:
 
 @functools.lru_cache(maxsize=4096)
 def _drawn(digit: str, face: str, size: int) -> np.ndarray:
-    """A digit's coverage mask, kept: `_legible_digits` draws each digit twice or more, and a drum's
-    rendering was bound by Pillow's drawing (read-only, as it is shared)."""
+    """A digit's coverage mask, kept (read-only, as it is shared): `_legible_digits` looks at each digit
+    at two weights or more, and drawing it again each time made rendering, which bounds a training
+    step, twice as slow."""
     g = _draw_text(digit, face, size)
     g.flags.writeable = False
     return g
@@ -608,9 +612,6 @@ def _legible_digits(face: str, glyph_h: int, cell_w: int, weight: int, squeeze: 
     return plain
 
 
-_DIGITS_0_9 = "0123456789"
-
-
 def _keeps(designed: tuple[int, int, int], drawn: tuple[int, int, int]) -> bool:
     """No stroke broken, no counter closed or shrunk below a quarter of its area (at a camera's size,
     about a pixel across); a bolder 4 whose open top closes still reads 4."""
@@ -629,8 +630,9 @@ def _digit_strip(
 ) -> np.ndarray:
     """Digits 0..9 and 0 again, each centred in a cell_w x cell_h cell, stacked vertically; strokes
     `weight` px a side bolder (or thinner) where every digit keeps its shape (`_legible_digits`; with
-    `legible` False, as asked, as the shipped model was trained), digits `squeeze` times the face's
-    width, and never wider than the cell: a counter's maker fits the digits to the drum."""
+    `legible` False, as asked: what models trained before that rule saw, the recipe's
+    `legible_weights`), digits `squeeze` times the face's width, and never wider than the cell: a
+    counter's maker fits the digits to the drum."""
     strip = np.zeros((11 * cell_h, cell_w), np.float32)
     digits = (
         _legible_digits(face, glyph_h, cell_w, weight, squeeze)
