@@ -604,9 +604,10 @@ def _legible_digits(face: str, glyph_h: int, cell_w: int, weight: int, squeeze: 
     each). So the weight steps toward the face's own until no digit has a stroke broken or a counter
     closed or shrunk below a quarter of its area (`_shape`, `_keeps`)."""
     plain = [_glyph(d, face, glyph_h, cell_w, 0, squeeze) for d in _DIGITS_0_9]
+    designed = [_shape(p) for p in plain] if weight != 0 else []
     while weight != 0:
         glyphs = [_glyph(d, face, glyph_h, cell_w, weight, squeeze) for d in _DIGITS_0_9]
-        if all(_keeps(_shape(p), _shape(g)) for g, p in zip(glyphs, plain, strict=True)):
+        if all(_keeps(s, _shape(g)) for g, s in zip(glyphs, designed, strict=True)):
             return glyphs
         weight -= 1 if weight > 0 else -1
     return plain
