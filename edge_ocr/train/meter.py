@@ -53,9 +53,12 @@ RECIPE: dict[str, Any] = {
     # and 0.952 / 0.033 on 1,000 fresh at strength 0.7 and 1.0 (0.981 / 0.015, 0.947 / 0.039); over
     # 3,200 drums 3,098 right and 76 wrong above the last digit against 3,093 and 77: noise.
     "drum_motion": "carry",
-    # Counters drawn bolder or thinner only where every digit keeps its shape (`render._legible_digits`).
-    # The shipped model was trained before that rule, on every weight as drawn (false); the held-back
-    # sets and benches draw legible counters. A retrain with true is the next model's change.
+    # Counters drawn bolder or thinner only where every digit keeps its shape (`render._legible_digits`)
+    # in the held-back sets and benches; training draws every weight as drawn (false). Tried and not
+    # better: true in both phases (retrained, same seed; base 29003ef0, model ff74afc0), FP32 side by
+    # side on the same legible drums: wrong above the last digit past the confidence floor 34 -> 48 of
+    # 12,000 at camera strength 0-0.7, 5 / 7 / 9 / 20 -> 4 / 7 / 8 / 30 of 1,500 at 0 / 0.5 / 0.7 / 1.0
+    # (meter_strength), held back drums 0.953 / 0.037 -> 0.957 / 0.040 and all kinds 0.9667 -> 0.9693.
     "legible_weights": False,
     "finetune_steps": 400,
     "finetune_lr": 1e-4,
