@@ -15,12 +15,12 @@ of them already stays as it is. Displays never show half digits; a sharp one's d
 probability each, so the still hypothesis wins there.
 
 A drum read as a digit that is neither neighbour of its carry (`7839`/`7840` read `7859`) is the
-model's own certainty, which no choice between hypotheses undoes. Tried and not kept: doubting a
-reading whose last drum gives both 9 and 0 a fifth or more while the drum left of its 9s or 0s gives
-less than a share to its likeliest two neighbouring digits. On 12,000 fresh drums at camera strength
-0-0.7 (shipped model, INT8, past the confidence floor) it caught 3 / 5 / 11 of the 30 read wrong above
-the last digit at a share of 0.7 / 0.8 / 0.9, for 18 / 35 / 92 right readings lost: drums read right
-mid-carry spread their probabilities as widely.
+model's own error: its likeliest digit is wrong, and no choice between hypotheses undoes that. Tried
+and not kept: doubting a reading whose last drum gives both 9 and 0 a fifth or more while the drum
+left of its 9s or 0s gives less than a share to its likeliest two neighbouring digits. On 12,000 fresh
+drums at camera strength 0-0.7 (shipped model, INT8, past the confidence floor) it caught 3 / 5 / 11
+of the 30 read wrong above the last digit at a share of 0.7 / 0.8 / 0.9, for 18 / 35 / 92 right
+readings lost: drums read right mid-carry spread their probabilities as widely.
 """
 
 from __future__ import annotations
