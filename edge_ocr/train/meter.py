@@ -70,7 +70,12 @@ RECIPE: dict[str, Any] = {
     # camera strength 0, 0.5, 0.7, 1.0) 5,852 right and 104 wrong above the last digit against 5,826 and
     # 120 (0.989 / 0.986 / 0.983 / 0.943 against 0.985 / 0.982 / 0.973 / 0.944), and 1,000 fresh
     # 7-segment readings at strength 1.0 0.979 against 0.966; held back within 1 point either way. The
-    # recipe takes about 70 min instead of 58.
+    # recipe takes about 70 min instead of 58. Tried and not better: a third phase from the shipped model,
+    # 3,000 steps, drums 62%, four in five turning and most of those near the half turn (where a drum is
+    # read as a third digit: 7839/7840 -> 7859), hard quarter twice, "share"; at lr 1.5e-4 and 4e-4, FP32
+    # side by side on 18,000 fresh drums (3,000 at each camera strength 0 to 1.0): wrong above the last
+    # digit past the floor 96 -> 95 and 98 (34 -> 32 and 40 of them at 0-0.7), 7-segment at 1.0 0.984 ->
+    # 0.979 and 0.975: noise, at best.
     "refine": {
         "steps": 8000,
         "lr": 5e-4,
