@@ -216,6 +216,7 @@ def test_a_region_tried_on_the_current_frame_reads_the_meter_with_its_crop(runni
     crop = cv2.imdecode(np.frombuffer(base64.b64decode(t["crop_png"]), np.uint8), cv2.IMREAD_COLOR)
     assert crop is not None
     assert (crop.shape[1], crop.shape[0]) == (LCD_BOX[2], LCD_BOX[3]) == tuple(t["crop_size"])
+    assert t["advice"] is None, t  # digits this large read reliably: no advice to move the camera
 
     # The rules judge it: a pattern it does not match rejects it, naming the rule.
     r = running.post(f"/api/sources/{SOURCE}/test", {"region": {**region_doc("trial"), "pattern": r"^9+$"}})

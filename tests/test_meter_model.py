@@ -422,3 +422,30 @@ def test_the_strength_bench_reads_fresh_crops_and_counts_what_the_floor_rejects(
         assert right_gone + wrong_gone <= cell["rejected"] <= row["n"], name
     # clean crops read as the card says (0.99 and more at strength 0 / 0.5)
     assert rows["drum@0.0"][model]["right"] >= 27 and rows["seg7@0.5"][model]["right"] >= 18
+
+
+def test_the_setup_test_advises_a_closer_camera_where_a_counter_is_too_small_to_read_reliably(
+    meter_engine: Engine,
+) -> None:
+    # Counters under 30 px high misread about ten times as often as at 45 px and more
+    # (`region_trial.SMALL_BELOW`): the setup page's Test says so, with the height it measured, while
+    # the user can still move the camera; a counter drawn large enough gets no advice.
+    from edge_ocr.region_trial import SMALL_BELOW, try_region
+    from edge_ocr.region_values import Region
+    from edge_ocr.regions import RegionTracker
+
+    crop = render.render_set(TEST_SEED + 29, 1, "drum", 0.0)[0]
+    h, w = crop.image.shape[:2]
+    frame = np.full((h + 80, w + 80, 3), 90, np.uint8)
+    frame[40 : 40 + h, 40 : 40 + w] = crop.image
+    for scale in (1.0, 24 / h):
+        image = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        box = tuple(int(round(v * scale)) for v in (40, 40, w, h))
+        region = Region("counter", box=box, charset=DIGITS, reader="meter")  # type: ignore[arg-type]
+        trial = try_region(RegionTracker(meter_engine, [region]), region, image, 0.0)
+        if scale == 1.0:
+            assert h >= 45 and trial.advice is None, (h, trial.advice)
+            assert trial.text in render.neighbours(crop), (trial.text, crop.text)
+        else:
+            assert trial.advice is not None and f"{box[3]} px high" in trial.advice, trial.advice
+            assert box[3] < SMALL_BELOW and "closer" in trial.advice

@@ -138,6 +138,7 @@ def router() -> APIRouter:
             "alignment": trial.alignment,
             "crop_png": base64.b64encode(png.tobytes()).decode() if ok else None,
             "crop_size": [int(trial.crop.shape[1]), int(trial.crop.shape[0])],
+            "advice": trial.advice,
         }
 
     @r.post("/api/sources/{source}/capture", summary="Read the next frame now; with reference, make it the "

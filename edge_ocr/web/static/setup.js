@@ -348,6 +348,11 @@
     text.id = "setup-test-text";
     text.append(el("code", "", t.text || "(nothing read)"), document.createTextNode(value));
     box.replaceChildren(el("h4", "", "Test of " + t.region), img, text, chars, verdict);
+    if (t.advice) {
+      const advice = el("p", "advice", "Advice: " + t.advice);
+      advice.id = "setup-advice";
+      box.appendChild(advice);
+    }
   }
 
   function renderAll() { draw(); renderList(); renderForm(); renderTest(); }
