@@ -75,7 +75,9 @@ RECIPE: dict[str, Any] = {
     # read as a third digit: 7839/7840 -> 7859), hard quarter twice, "share"; at lr 1.5e-4 and 4e-4, FP32
     # side by side on 18,000 fresh drums (3,000 at each camera strength 0 to 1.0): wrong above the last
     # digit past the floor 96 -> 95 and 98 (34 -> 32 and 40 of them at 0-0.7), 7-segment at 1.0 0.984 ->
-    # 0.979 and 0.975: noise, at best.
+    # 0.979 and 0.975: noise, at best. Nor, from the shipped model (3,000 steps, lr 3e-4, this phase's
+    # kinds), half the crops drawn 1.3-2.2x smaller, where most misreads are (`region_trial.SMALL_BELOW`):
+    # 96 -> 103, 34 -> 39 at 0-0.7.
     "refine": {
         "steps": 8000,
         "lr": 5e-4,
