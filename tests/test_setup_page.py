@@ -13,6 +13,7 @@ tmp_path).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,18 @@ def test_a_region_drawn_tested_and_saved_on_the_page_is_published(tmp_path: Path
             assert page.text_content("#setup-verdict") == "accepted by the rules"
             assert page.evaluate("document.querySelector('#setup-test img').naturalWidth") > 0
             assert page.locator("#setup-test .char").count() == 8
+            assert page.locator("#setup-advice").count() == 0  # digits 84 px high read reliably
             screenshot(page, tmp_path, "setup-test")
+
+            # ---- a box that gives the model a strip of the digits: the Test advises a closer camera,
+            # naming the height it measured (`region_trial.size_advice`)
+            x, y, w, h = page.evaluate(region + ".box")
+            page.evaluate(f"{region}.box = [{x}, {y + 30}, {w}, 24]")
+            page.click("#setup-test-button")
+            advice = page.wait_for_selector("#setup-advice", timeout=60_000).text_content() or ""
+            rows = re.search(r"(\d+) px high", advice)
+            assert rows and int(rows.group(1)) <= 24 and "closer" in advice, advice
+            page.evaluate(f"{region}.box = [{x}, {y}, {w}, {h}]")
 
             # ---- save: the file, its comments, the backup; the daemon reloads
             page.click("#setup-save")
