@@ -50,8 +50,9 @@ GOOD_FROM = 45
 
 def size_advice(region: Region, crop: np.ndarray) -> str | None:
     """A hint when the rows a meter-read region gives the model (cut to what is drawn, as the reader
-    cuts them: `inference.meter.fitted`) are too few for a reliable reading; None otherwise."""
-    if region.reader != "meter" or crop.ndim < 2 or crop.shape[0] == 0:
+    cuts them: `inference.meter.fitted`) are too few for a reliable reading; None otherwise. `crop` is
+    at least 2x2: `try_region` has returned before for a region outside the frame."""
+    if region.reader != "meter":
         return None
     rows = int(fitted(crop).shape[0])
     if rows >= SMALL_BELOW:
