@@ -218,6 +218,24 @@ def _surround(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def _tight_box(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The box a user draws tight round what the display or counter shows, in place of its surround:
+    the bounding box of its strokes (edges above a drawn share of the strongest, so faint ghost cells
+    are sometimes in it and sometimes not; a counter's windows always), 0-6% of its height more on each
+    side. Digits then touch the box, and a DSEG 1, drawn at the right of its cell, may be the crop's
+    first column: a model that never saw that dropped edge digits on crops drawn so by another renderer
+    (13905 -> 3905)."""
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    edges = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+    ys, xs = np.nonzero(edges > edges.max() * float(rng.uniform(0.08, 0.35)))
+    if xs.size == 0:
+        return img
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    top, bottom, left, right = (int(round((y1 - y0) * float(rng.uniform(0.0, 0.06)))) for _ in range(4))
+    h, w = img.shape[:2]
+    return img[max(0, y0 - top) : min(h, y1 + bottom), max(0, x0 - left) : min(w, x1 + right)]
+
+
 def _compose(ink_mask: np.ndarray, ghost_mask: np.ndarray | None, look: _Look) -> np.ndarray:
     bg = np.array(look.bg, np.float32)
     ink = np.array(look.ink, np.float32)
@@ -781,10 +799,12 @@ def clean(
     motion: str = "even",
     faces: Sequence[str] | None = None,
     legible: bool = True,
+    tight: float = 0.0,
 ) -> Crop:
     """One crop without camera effects, of `kind` (or one drawn by WEIGHTS); drums turn by `motion` and
     are printed in one of `faces` (default: `_drum_face`'s mix; the faces bench and tests pick others),
-    bolder or thinner only where their digits keep their shape (`legible`, `_legible_digits`)."""
+    bolder or thinner only where their digits keep their shape (`legible`, `_legible_digits`); that
+    share (`tight`) of crops cut tight round what they show (`_tight_box`), the rest with a surround."""
     if kind is None:
         kind = str(rng.choice(list(WEIGHTS), p=np.array(list(WEIGHTS.values())) / sum(WEIGHTS.values())))
     if kind == "seg7":
@@ -800,7 +820,9 @@ def clean(
         c = _drum(rng, motion, faces, legible)
     else:
         raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
-    return Crop(_surround(c.image, rng), c.text, c.kind, c.value, c.digits)
+    # `tight` 0 draws nothing from rng: every set rendered before it existed is the same, byte for byte
+    boxed = _tight_box(c.image, rng) if tight > 0 and rng.random() < tight else _surround(c.image, rng)
+    return Crop(boxed, c.text, c.kind, c.value, c.digits)
 
 
 def render(
@@ -810,18 +832,25 @@ def render(
     motion: str = "even",
     faces: Sequence[str] | None = None,
     legible: bool = True,
+    tight: float = 0.0,
 ) -> Crop:
-    """One labelled crop as a camera region would cut it (`legible`: see `_legible_digits`)."""
-    c = clean(rng, kind, motion, faces, legible)
+    """One labelled crop as a camera region would cut it (`legible`: see `_legible_digits`; `tight`:
+    see `clean`)."""
+    c = clean(rng, kind, motion, faces, legible, tight)
     return Crop(camera(c.image, rng, strength), c.text, c.kind, c.value, c.digits)
 
 
 def render_set(
-    seed: int, n: int, kind: str | None = None, strength: float = 1.0, faces: Sequence[str] | None = None
+    seed: int,
+    n: int,
+    kind: str | None = None,
+    strength: float = 1.0,
+    faces: Sequence[str] | None = None,
+    tight: float = 0.0,
 ) -> list[Crop]:
     """`n` crops from one seed: the same seed gives the same crops (tests/test_meter_render.py)."""
     rng = np.random.default_rng(seed)
-    return [render(rng, kind, strength, faces=faces) for _ in range(n)]
+    return [render(rng, kind, strength, faces=faces, tight=tight) for _ in range(n)]
 
 
 SEG7_DESIGNS = tuple(_SEG7_DRAW)
