@@ -191,3 +191,25 @@ def test_a_tight_box_cuts_the_crop_round_what_it_shows_and_keeps_the_label(kind:
         cols = np.flatnonzero(edges.max(axis=0) > 0.08 * edges.max())  # faint ghost cells count too
         # what is drawn reaches the box, but for its margin (at most 6% of the height)
         assert cols[0] <= 0.06 * h + 2 and w - 1 - cols[-1] <= 0.06 * h + 2, (i, cols[0], cols[-1], w, h)
+
+
+def test_spaced_display_cells_are_the_faces_own_cells_further_apart() -> None:
+    # LCD glass spaces its digits as its maker chose: another renderer's displays with wider gaps were
+    # read with a 1 beside a gap dropped (1 18 195 -> 18195).
+    face = fonts._faces("DSEG7Classic-Regular.ttf", str(fonts.DSEG_DIR))[0]
+    cells = ["!", "1", "2.", "3"]
+    ink0, ghost0 = render._spaced_cells(cells, "8.", face, 0.0)
+    ink, ghost = render._spaced_cells(cells, "8.", face, 0.3)
+    assert ink.shape == ghost.shape and ink0.shape == ghost0.shape  # lit and unlit segments line up
+    # with no gap, the cells sit where the face itself sets them
+    drawn = fonts._draw_text("".join(cells), face, render.FONT_PX)
+    assert abs(drawn.shape[1] - ink0.shape[1]) <= 0.2 * ink0.shape[1]
+    cell = ink0.shape[1] / len(cells)
+    assert ink.shape[1] - ink0.shape[1] >= 3 * 0.3 * cell * 0.8  # three gaps, each 30% of a cell wider
+
+    def lit_columns(mask: np.ndarray) -> list[int]:  # the x ranges with ink, left to right
+        cols = (mask.max(axis=0) > 0.5).astype(np.int8)
+        return list(np.flatnonzero(np.diff(cols) == 1))
+
+    # the blank cell shows no ink; the three drawn cells are three runs of ink (the point with its 2)
+    assert ink[:, : int(cell)].max() < 0.5 and len(lit_columns(ink)) >= 3

@@ -51,6 +51,7 @@ from edge_ocr.train.fonts import (
     PILLOW_DEFAULT,
     _draw_text,
     _faces,
+    _font,
     hershey_face,
     package_faces,
 )
@@ -256,16 +257,39 @@ def _pad(mask: np.ndarray, rng: np.random.Generator, h_frac: tuple[float, float]
     return cv2.copyMakeBorder(mask, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
 
 
-def _dseg(rng: np.random.Generator, family: str) -> Crop:
+def _spaced_cells(shown: list[str], ghost: str, face: str, gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage masks of a display's cells (`shown`, each a glyph and maybe its point) and of its unlit
+    segments (`ghost` in every cell), `gap` times the face's advance further apart than the face sets
+    them: LCD glass spaces its digits as its maker chose, often wider than DSEG. Another renderer's
+    displays drawn so read with a 1 beside a wide gap dropped (1 18 195 -> 18195)."""
+    from PIL import Image, ImageDraw
+
+    font = _font(face, FONT_PX)
+    pitch = float(font.getlength(ghost[0])) * (1.0 + gap)
+    left, top, right, bottom = font.getbbox(ghost)
+    w = int(math.ceil((len(shown) - 1) * pitch)) + right - left + 4
+    masks = []
+    for texts in (shown, [ghost] * len(shown)):
+        img = Image.new("L", (w, bottom - top + 4), 0)
+        draw = ImageDraw.Draw(img)
+        for i, t in enumerate(texts):
+            draw.text((2 - left + i * pitch, 2 - top), t, font=font, fill=255)
+        masks.append(np.asarray(img, dtype=np.float32) / 255.0)
+    return masks[0], masks[1]
+
+
+def _dseg(rng: np.random.Generator, family: str, spaced: float = 0.0) -> Crop:
     faces = _faces(f"{family}*.ttf", str(DSEG_DIR))
     face = str(rng.choice(faces))
     cells, blanks = _reading(rng)
     full = "8" if family == "DSEG7" else "~"
     # '!' is a blank cell of digit width in DSEG; a '.' is drawn in the space of the cell before it.
-    shown = "".join("!" if i < blanks else c for i, c in enumerate(cells))
-    ghost_text = "".join(full + "." for _ in cells)
-    ink = _draw_text(shown, face, FONT_PX)
-    ghost = _draw_text(ghost_text, face, FONT_PX)
+    shown = ["!" if i < blanks else c for i, c in enumerate(cells)]
+    if spaced > 0 and rng.random() < spaced:  # `spaced` 0 draws nothing: earlier sets stay the same
+        ink, ghost = _spaced_cells(shown, full + ".", face, float(rng.uniform(0.05, 0.4)))
+    else:
+        ink = _draw_text("".join(shown), face, FONT_PX)
+        ghost = _draw_text("".join(full + "." for _ in cells), face, FONT_PX)
     h, w = max(ink.shape[0], ghost.shape[0]), max(ink.shape[1], ghost.shape[1])
     ink = _right_align(ink, h, w)
     ghost = _right_align(ghost, h, w)
@@ -800,18 +824,21 @@ def clean(
     faces: Sequence[str] | None = None,
     legible: bool = True,
     tight: float = 0.0,
+    spaced: float = 0.0,
 ) -> Crop:
     """One crop without camera effects, of `kind` (or one drawn by WEIGHTS); drums turn by `motion` and
     are printed in one of `faces` (default: `_drum_face`'s mix; the faces bench and tests pick others),
     bolder or thinner only where their digits keep their shape (`legible`, `_legible_digits`); that
-    share (`tight`) of crops cut tight round what they show (`_tight_box`), the rest with a surround."""
+    share (`tight`) of crops cut tight round what they show (`_tight_box`), the rest with a surround;
+    that share (`spaced`) of DSEG displays with their cells further apart (`_spaced_cells`)."""
     if kind is None:
         kind = str(rng.choice(list(WEIGHTS), p=np.array(list(WEIGHTS.values())) / sum(WEIGHTS.values())))
     if kind == "seg7":
         design = rng.random()  # our bevelled polygons, plain strokes, or a DSEG face
-        c = _SEG7_DRAW["polygon" if design < 0.25 else "stroked" if design < 0.45 else "dseg"](rng)
+        c = (_dseg(rng, "DSEG7", spaced) if design >= 0.45
+             else _SEG7_DRAW["polygon" if design < 0.25 else "stroked"](rng))  # fmt: skip
     elif kind == "seg14":
-        c = _dseg(rng, "DSEG14")
+        c = _dseg(rng, "DSEG14", spaced)
     elif kind == "dotmatrix":
         c = _dotmatrix(rng)
     elif kind == "printed":
@@ -833,10 +860,11 @@ def render(
     faces: Sequence[str] | None = None,
     legible: bool = True,
     tight: float = 0.0,
+    spaced: float = 0.0,
 ) -> Crop:
-    """One labelled crop as a camera region would cut it (`legible`: see `_legible_digits`; `tight`:
-    see `clean`)."""
-    c = clean(rng, kind, motion, faces, legible, tight)
+    """One labelled crop as a camera region would cut it (`legible`: see `_legible_digits`; `tight`
+    and `spaced`: see `clean`)."""
+    c = clean(rng, kind, motion, faces, legible, tight, spaced)
     return Crop(camera(c.image, rng, strength), c.text, c.kind, c.value, c.digits)
 
 
@@ -847,10 +875,11 @@ def render_set(
     strength: float = 1.0,
     faces: Sequence[str] | None = None,
     tight: float = 0.0,
+    spaced: float = 0.0,
 ) -> list[Crop]:
     """`n` crops from one seed: the same seed gives the same crops (tests/test_meter_render.py)."""
     rng = np.random.default_rng(seed)
-    return [render(rng, kind, strength, faces=faces, tight=tight) for _ in range(n)]
+    return [render(rng, kind, strength, faces=faces, tight=tight, spaced=spaced) for _ in range(n)]
 
 
 SEG7_DESIGNS = tuple(_SEG7_DRAW)
