@@ -349,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--base", metavar="FILE",
         help="skip the recipe's first phase: refine this FP32 ONNX, that phase's export (FILE.base.onnx)",
     )  # fmt: skip
+    t.add_argument(
+        "--refined", metavar="FILE",
+        help="skip the recipe's first two phases: run its last on this FP32 ONNX, the second's export "
+        "(FILE.refined.onnx)",
+    )  # fmt: skip
     t.add_argument("--eval-per-kind", type=int, default=300, help="held-back crops per kind (default 300)")
     t.add_argument("--card", metavar="FILE", help="also write the model card (sha256, recipe, figures) here")
     t.set_defaults(func=cmd_train, heap_policy=False)  # a trainer, not an image reader: see `allocator`

@@ -48,9 +48,12 @@ def test_a_smoke_run_lowers_its_loss_and_exports_a_model_the_build_accepts(
     first, last = doc["loss_first_last"]
     assert last < 0.8 * first, doc["loss_first_last"]  # 200 steps: about 3.7 -> 2.6 (the CTC plateau)
     assert doc["steps"] == 200 and set(doc["held_back"]) == set(render.KINDS)
-    # both phases ran: the second (drum-heavy, hard crops counted twice) refines the first's export
+    # the three phases ran: the second (drum-heavy, hard crops counted twice) refines the first's
+    # export, the third (boxes drawn tight, cells spaced wider) the second's
     in_proportion = 200 * meter.RECIPE["refine"]["steps"] // meter.RECIPE["steps"]
     assert doc["refine_steps"] == in_proportion > 0 and (tmp_path / "smoke.base.onnx").is_file(), doc
+    varied = 200 * meter.RECIPE["varied"]["steps"] // meter.RECIPE["steps"]
+    assert doc["varied_steps"] == varied > 0 and (tmp_path / "smoke.refined.onnx").is_file(), doc
     assert out.stat().st_size < 2_000_000
 
     # The build's own INT8 path: prepare, ranges from rendered inputs, static QDQ, then onnxruntime runs it.
@@ -128,12 +131,15 @@ def test_fine_tuning_on_50_crops_of_a_new_style_reads_that_style_better(
     assert pooled(doc["held_back"]) >= pooled(base) - 0.05, (doc["held_back"], base)
 
 
-def test_base_must_be_a_first_phase_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # A typo in --base must stop at once, not after the held-back sets or an hour of the first phase.
-    out, base = tmp_path / "m.onnx", tmp_path / "no.onnx"
-    assert main(["train", "meter", "--out", str(out), "--base", str(base)]) == 2
+@pytest.mark.parametrize(("flag", "export"), [("--base", "base"), ("--refined", "refined")])
+def test_a_phase_to_start_from_must_be_that_phases_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, export: str
+) -> None:
+    # A typo in --base or --refined must stop at once, not after the held-back sets or an hour of training.
+    out, missing = tmp_path / "m.onnx", tmp_path / "no.onnx"
+    assert main(["train", "meter", "--out", str(out), flag, str(missing)]) == 2
     err = capsys.readouterr().err
-    assert "no such file" in err and "FILE.base.onnx" in err
+    assert "no such file" in err and f"FILE.{export}.onnx" in err
     assert not out.exists()
 
 

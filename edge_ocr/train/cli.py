@@ -19,16 +19,10 @@ def run(args: argparse.Namespace) -> int:
     init = Path(args.init) if args.init else (shipped.MODEL if from_dir else None)
     if init is not None and init == shipped.MODEL:
         shipped.source_bytes()  # refuse an altered shipped model before spending minutes on it
-    base = Path(args.base) if args.base else None
-    if base is not None and (from_dir is not None or not base.is_file()):
-        from edge_ocr.errors import ConfigError
-
-        raise ConfigError(
-            f"--base {base}: " + ("a fine-tune (--from) has no phases" if from_dir else "no such file"),
-            remedy="--base takes the first phase's export (FILE.base.onnx) of `train meter --out FILE`",
-        )
+    base = _phase_export("--base", args.base, from_dir, "the first phase's export (FILE.base.onnx)")
+    refined = _phase_export("--refined", args.refined, from_dir, "the second's export (FILE.refined.onnx)")
     report = meter.run(Path(args.out), steps=args.steps, seed=args.seed, from_dir=from_dir, init=init,
-                       base=base, eval_per_kind=args.eval_per_kind)  # fmt: skip
+                       base=base, refined=refined, eval_per_kind=args.eval_per_kind)  # fmt: skip
     if args.card:
         write_card(report, Path(args.card))
     card = shipped.card()
@@ -58,6 +52,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _phase_export(flag: str, value: str | None, from_dir: Path | None, what: str) -> Path | None:
+    """A phase's export to start the recipe from; a typo stops at once, not after an hour of training."""
+    if not value:
+        return None
+    path = Path(value)
+    if from_dir is not None or not path.is_file():
+        from edge_ocr.errors import ConfigError
+
+        raise ConfigError(
+            f"{flag} {path}: " + ("a fine-tune (--from) has no phases" if from_dir else "no such file"),
+            remedy=f"{flag} takes {what} of `train meter --out FILE`",
+        )
+    return path
+
+
 def write_card(report: dict, path: Path) -> None:
     """The model card `build` checks the shipped model against: sha256, recipe, seed, figures."""
     import platform
@@ -75,6 +84,8 @@ def write_card(report: dict, path: Path) -> None:
         "steps": report["steps"],
         "base_sha256": report["base_sha256"],
         "refine_steps": report["refine_steps"],
+        "refined_sha256": report["refined_sha256"],
+        "varied_steps": report["varied_steps"],
         "torch": report["torch"],
         "recipe": meter.RECIPE,
         # the crops the recipe draws depend on these being installed (fonts.require_fonts checks)
@@ -89,7 +100,8 @@ def write_card(report: dict, path: Path) -> None:
         "held_back_scoring": "read by the runtime's MeterReader (the crop cut to the rows anything is "
         "drawn on where a loose box left plain face above and below; turning drums decided jointly, a weak "
         "reading or one that left a character half seen looked at again in four or five framings, the "
-        "fifth round the digits' band); a drum reading is right if it is the value of either "
+        "fifth round the digits' band, and a sure one read a quarter wider and looked at again so when that "
+        "reads otherwise); a drum reading is right if it is the value of either "
         "neighbouring drum position when the last drum is more than "
         f"{render.MOTION:.0%} of a digit away from both (in motion), else only the nearest",
     }

@@ -96,6 +96,28 @@ RECIPE: dict[str, Any] = {
         "drum_motion": "even",
         "turning_drums": "share",  # TURNING
     },
+    # A third phase from the second's export: the second's mix, with a share of crops cut tight round
+    # what they show (`render._tight_box`), as users draw region boxes, and of DSEG displays with their
+    # cells further apart (`render._spaced_cells`). Displays and counters drawn by another renderer
+    # (written apart from ours, never trained on; 1,000 of each) showed both: boxed tight round the
+    # digits, a DSEG 1 or a point at the crop's edge was dropped (13905 -> 3905, 56559.5 -> 565595),
+    # and a 1 beside a wide cell gap too. FP32 as the runtime reads (`sided` too), second phase ->
+    # this one, right and kept / wrong above the last digit past the floor: those displays 0.936 / 27
+    # -> 0.979 / 11, those counters 0.872 / 18 -> 0.890 / 15; our crops boxed tight at strength 0.7,
+    # 500 seg7 0.934 -> 0.986, 500 drums 0.942 / 13 -> 0.976 / 3, 250 printed 0.876 -> 0.988; 6,000
+    # drums at strength 0 to 1.0 (boxed as before) 5,864 / 36 -> 5,869 / 23; 1,000 seg7 at 1.0 0.980 ->
+    # 0.981. 20 min on 2 cores.
+    "varied": {
+        "steps": 3000,
+        "lr": 3e-4,
+        "seed_offset": 2,
+        "kinds": {"seg7": 0.28, "seg14": 0.08, "dotmatrix": 0.06, "printed": 0.08, "drum": 0.5},
+        "hard_share": 0.25,
+        "drum_motion": "even",
+        "turning_drums": "share",
+        "tight": 0.35,
+        "spaced": 0.35,
+    },
 }
 # What a drum caught between two digits is trained to read:
 # - "nearest": the label only, the digit nearest the window's centre. Near the half turn that is a coin
@@ -199,6 +221,8 @@ def batches(
     kinds: dict[str, float] | None = None,
     motion: str = "even",
     legible: bool = False,
+    tight: float = 0.0,
+    spaced: float = 0.0,
 ) -> Iterator[tuple]:
     """Endless batches of fresh rendered crops (one in four an `own` crop when given; kinds drawn by
     `kinds`, else by the renderer's WEIGHTS; drums turning by `motion`, drawn `legible` or every weight
@@ -218,7 +242,8 @@ def batches(
                 pool.append((img, item.text, item.text, 0.0))
             else:
                 kind = str(rng.choice(names, p=odds)) if kinds else None
-                c = render.render(rng, kind, strength=strength, motion=motion, legible=legible)
+                c = render.render(rng, kind, strength=strength, motion=motion, legible=legible, tight=tight,
+                                  spaced=spaced)
                 pool.append((c.image, c.text, *render.other_reading(c)))
         pool.sort(key=lambda p: width_for(p[0]))
         chunks = [pool[i : i + batch] for i in range(0, len(pool), batch)]
@@ -284,6 +309,8 @@ def train(
     hard_share: float = 0.0,
     motion: str = "even",
     turning: str = "nearest",
+    tight: float = 0.0,
+    spaced: float = 0.0,
 ) -> tuple[Any, list[float]]:
     """Train (or fine-tune from the FP32 ONNX `init`) for `steps`; (model, mean loss per report).
 
@@ -315,7 +342,8 @@ def train(
     window: list[float] = []
     t0 = time.perf_counter()
     data = _prefetch(
-        batches(seed, batch, RECIPE["camera_strength"], own, kinds, motion, RECIPE["legible_weights"])
+        batches(seed, batch, RECIPE["camera_strength"], own, kinds, motion, RECIPE["legible_weights"], tight,
+                spaced)
     )
     for step in range(1, steps + 1):
         x, targets, lengths, others, other_lengths, share = next(data)
@@ -500,10 +528,12 @@ def run(
     from_dir: Path | None = None,
     init: Path | None = None,
     base: Path | None = None,
+    refined: Path | None = None,
     eval_per_kind: int = EVAL_PER_KIND,
 ) -> dict[str, Any]:
-    """Train (both phases of the recipe; from `base`, the first phase's export, only the second) or
-    fine-tune `init` on `from_dir`; export to `out`, evaluate on the held-back sets.
+    """Train (the recipe's three phases; from `base`, the first phase's export, the last two; from
+    `refined`, the second's, the last) or fine-tune `init` on `from_dir`; export to `out`, evaluate on
+    the held-back sets.
 
     Returns the report `edge-ocr train meter` prints and the build commits beside the model."""
     from edge_ocr.models import sha256_file
@@ -516,21 +546,31 @@ def run(
     torch = _torch()
     t0 = time.perf_counter()
     losses: list[float] = []
-    refine_steps = 0
+    refine_steps = varied_steps = 0
     if fine:
         model, losses = train(steps, seed=seed, lr=lr, init=init, own=own)
     else:
-        refine = RECIPE["refine"]
-        refine_steps = refine["steps"]
-        if steps != RECIPE["steps"]:  # a smoke run: the second phase in proportion
+        refine, varied = RECIPE["refine"], RECIPE["varied"]
+        refine_steps, varied_steps = refine["steps"], varied["steps"]
+        if steps != RECIPE["steps"]:  # a smoke run: the later phases in proportion
             refine_steps = max(1, steps * refine_steps // RECIPE["steps"])
-        if base is None:
-            model, losses = train(steps, seed=seed, lr=lr, motion=RECIPE["drum_motion"])
-            base = out.with_name(f"{out.stem}.base.onnx")
-            export(model, base, {"recipe": {**RECIPE, "steps": steps, "seed": seed}, "phase": "base"})
-        model, more = train(refine_steps, seed=seed + refine["seed_offset"], lr=refine["lr"], init=base,
-                            kinds=refine["kinds"], hard_share=refine["hard_share"],
-                            motion=refine["drum_motion"], turning=refine["turning_drums"])  # fmt: skip
+            varied_steps = max(1, steps * varied_steps // RECIPE["steps"])
+        stamp: dict[str, Any] = {"recipe": {**RECIPE, "steps": steps, "seed": seed}}
+        if refined is None:
+            if base is None:
+                model, losses = train(steps, seed=seed, lr=lr, motion=RECIPE["drum_motion"])
+                base = out.with_name(f"{out.stem}.base.onnx")
+                export(model, base, {**stamp, "phase": "base"})
+            model, more = train(refine_steps, seed=seed + refine["seed_offset"], lr=refine["lr"], init=base,
+                                kinds=refine["kinds"], hard_share=refine["hard_share"],
+                                motion=refine["drum_motion"], turning=refine["turning_drums"])  # fmt: skip
+            losses += more
+            refined = out.with_name(f"{out.stem}.refined.onnx")
+            export(model, refined, {**stamp, "phase": "refined"})
+        model, more = train(varied_steps, seed=seed + varied["seed_offset"], lr=varied["lr"], init=refined,
+                            kinds=varied["kinds"], hard_share=varied["hard_share"],
+                            motion=varied["drum_motion"], turning=varied["turning_drums"],
+                            tight=varied["tight"], spaced=varied["spaced"])  # fmt: skip
         losses += more
     seconds = time.perf_counter() - t0
     about = {"recipe": {**RECIPE, "steps": steps, "seed": seed, "lr": lr},
@@ -543,6 +583,8 @@ def run(
         "seed": seed,
         "base_sha256": sha256_file(base) if base is not None else None,
         "refine_steps": refine_steps,
+        "refined_sha256": sha256_file(refined) if refined is not None else None,
+        "varied_steps": varied_steps,
         "train_seconds": round(seconds, 1),
         "torch": torch.__version__,
         "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
