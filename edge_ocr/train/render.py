@@ -835,8 +835,8 @@ def clean(
         kind = str(rng.choice(list(WEIGHTS), p=np.array(list(WEIGHTS.values())) / sum(WEIGHTS.values())))
     if kind == "seg7":
         design = rng.random()  # our bevelled polygons, plain strokes, or a DSEG face
-        c = (_dseg(rng, "DSEG7", spaced) if design >= 0.45
-             else _SEG7_DRAW["polygon" if design < 0.25 else "stroked"](rng))  # fmt: skip
+        name = "polygon" if design < 0.25 else "stroked" if design < 0.45 else "dseg"
+        c = _dseg(rng, "DSEG7", spaced) if name == "dseg" else _SEG7_DRAW[name](rng)
     elif kind == "seg14":
         c = _dseg(rng, "DSEG14", spaced)
     elif kind == "dotmatrix":
