@@ -378,7 +378,8 @@ def test_a_box_drawn_tight_round_the_digits_reads_every_digit(meter_engine: Engi
     # does. Boxed so, a DSEG 1 or a point is the crop's first or last column: the model shipped before
     # (51ab8fe4), never trained on such crops and read without the edge columns repeated
     # (`meter.sided`), read 53 / 48 / 55 of these 60 (seg7 / seg14 / drums); the shipped one 60 / 60 / 59.
-    crops = render.render_set(TEST_SEED + 80 + render.KINDS.index(kind), 60, kind, 0.5, tight=1.0, spaced=1.0)
+    looks = render.Looks(tight=1.0, spaced=1.0)
+    crops = render.render_set(TEST_SEED + 80 + render.KINDS.index(kind), 60, kind, 0.5, looks=looks)
     right = sum(meter_engine.run_meter(c.image, DIGITS).text in render.neighbours(c) for c in crops)
     assert right >= 57, f"{kind}: {right} of 60 right, boxed tight"
 

@@ -18,6 +18,7 @@ torch lives only here (the `[train]` extra); the runtime never imports this pack
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -228,8 +229,7 @@ def batches(
     kinds: dict[str, float] | None = None,
     motion: str = "even",
     legible: bool = False,
-    tight: float = 0.0,
-    spaced: float = 0.0,
+    looks: render.Looks = render.PLAIN,
 ) -> Iterator[tuple]:
     """Endless batches of fresh rendered crops (one in four an `own` crop when given; kinds drawn by
     `kinds`, else by the renderer's WEIGHTS; drums turning by `motion`, drawn `legible` or every weight
@@ -249,8 +249,7 @@ def batches(
                 pool.append((img, item.text, item.text, 0.0))
             else:
                 kind = str(rng.choice(names, p=odds)) if kinds else None
-                c = render.render(rng, kind, strength=strength, motion=motion, legible=legible, tight=tight,
-                                  spaced=spaced)
+                c = render.render(rng, kind, strength, motion, legible=legible, looks=looks)
                 pool.append((c.image, c.text, *render.other_reading(c)))
         pool.sort(key=lambda p: width_for(p[0]))
         chunks = [pool[i : i + batch] for i in range(0, len(pool), batch)]
@@ -291,6 +290,11 @@ def _prefetch(it: Iterator[tuple], depth: int = 2) -> Iterator[tuple]:
 # --- training ---------------------------------------------------------------------------------------
 
 
+def looks_of(phase: dict[str, Any]) -> render.Looks:
+    """A phase's shares of the later looks (`render.Looks`); one the recipe does not name is 0."""
+    return render.Looks(**{f.name: float(phase.get(f.name, 0.0)) for f in dataclasses.fields(render.Looks)})
+
+
 def turning_loss(nll: Any, other: Any, share: Any, turning: str) -> Any:
     """Per-crop loss from the negative log-likelihoods of the label (`nll`) and of the other right
     reading (`other`), `share` being how much of that other reading the crop shows (`TURNING`)."""
@@ -316,8 +320,7 @@ def train(
     hard_share: float = 0.0,
     motion: str = "even",
     turning: str = "nearest",
-    tight: float = 0.0,
-    spaced: float = 0.0,
+    looks: render.Looks = render.PLAIN,
 ) -> tuple[Any, list[float]]:
     """Train (or fine-tune from the FP32 ONNX `init`) for `steps`; (model, mean loss per report).
 
@@ -349,8 +352,7 @@ def train(
     window: list[float] = []
     t0 = time.perf_counter()
     data = _prefetch(
-        batches(seed, batch, RECIPE["camera_strength"], own, kinds, motion, RECIPE["legible_weights"], tight,
-                spaced)
+        batches(seed, batch, RECIPE["camera_strength"], own, kinds, motion, RECIPE["legible_weights"], looks)
     )
     for step in range(1, steps + 1):
         x, targets, lengths, others, other_lengths, share = next(data)
@@ -577,7 +579,7 @@ def run(
         model, more = train(varied_steps, seed=seed + varied["seed_offset"], lr=varied["lr"], init=refined,
                             kinds=varied["kinds"], hard_share=varied["hard_share"],
                             motion=varied["drum_motion"], turning=varied["turning_drums"],
-                            tight=varied["tight"], spaced=varied["spaced"])  # fmt: skip
+                            looks=looks_of(varied))  # fmt: skip
         losses += more
     seconds = time.perf_counter() - t0
     about = {"recipe": {**RECIPE, "steps": steps, "seed": seed, "lr": lr},

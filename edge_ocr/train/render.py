@@ -69,7 +69,11 @@ MOTION = 0.08  # a last drum further than this from a digit is in motion: either
 # - "carry": 45% turning, half of them carrying, so 9 -> 0 is drawn ten times as often as any other
 #   pair. The recipe's first phase is rendered so; its second phase, and the held-back sets, use "even"
 #   (a model refined on "carry" drums only read some last drums between 6 and 7 as 0: 0126/0127 -> 0120).
-MOTIONS = ("even", "carry")
+# - "natural": two in three turning, and a 9 carries only as often as a uniform last digit is a 9: what a
+#   camera sees of a meter that runs at a steady rate. "even" still draws 9 -> 0 in a third of its
+#   turning drums, and a model refined on it read other turning drums as 0 where their two half digits
+#   were far apart (0000046/47 -> 0000040).
+MOTIONS = ("even", "carry", "natural")
 
 
 @dataclass(frozen=True)
@@ -484,7 +488,12 @@ def _drum_positions(value: float, digits: int) -> list[float]:
 
 
 def _drum(
-    rng: np.random.Generator, motion: str = "even", faces: Sequence[str] | None = None, legible: bool = True
+    rng: np.random.Generator,
+    motion: str = "even",
+    faces: Sequence[str] | None = None,
+    legible: bool = True,
+    apart: float = 0.0,
+    marks: float = 0.0,
 ) -> Crop:
     digits = int(rng.integers(4, 10))
     red = int(rng.choice([0, 0, 1, 2, 3])) if digits > 4 else 0
@@ -496,6 +505,8 @@ def _drum(
     elif motion == "even":
         r = rng.random()
         turning, carry = r < 0.65, r < 0.2
+    elif motion == "natural":  # a 9 carries only as often as a uniform last digit is 9
+        turning, carry = rng.random() < 0.65, False
     else:
         raise ValueError(f"unknown drum motion {motion!r}; one of {MOTIONS}")
     if carry:  # 9 -> 0: the last drum carries into the drum to its left, often through several
@@ -516,8 +527,10 @@ def _drum(
     text = rounded[: digits - red] + ("." if point else "") + rounded[digits - red :]
 
     face = _drum_face(rng) if faces is None else str(rng.choice(list(faces)))
+    # `apart` 0 draws nothing from rng: every set rendered before it existed is the same, byte for byte
+    far = apart > 0 and rng.random() < apart
     cell_h = FONT_PX
-    glyph_h = int(cell_h * rng.uniform(0.55, 0.9))
+    glyph_h = int(cell_h * (rng.uniform(0.45, 0.72) if far else rng.uniform(0.55, 0.9)))
     cell_w = int(cell_h * rng.uniform(0.55, 0.8))
     gap = int(cell_h * rng.uniform(0.04, 0.25))
     white_drums = rng.random() < 0.3
@@ -527,16 +540,23 @@ def _drum(
     weight = int(rng.choice([-1, 0, 0, 1, 2]))  # strokes thinner than the face's, as drawn, bolder
     squeeze = round(float(rng.uniform(0.75, 1.25)), 2)  # digits narrower or wider than the face's
     strip = _digit_strip(face, glyph_h, cell_w, cell_h, weight, squeeze, legible)
-    curve = float(rng.uniform(0.0, 0.9))
+    curve = float(rng.uniform(0.0, 0.15) if far else rng.uniform(0.0, 0.9))
     shade = float(rng.uniform(0.2, 0.8))
-    win_h = int(cell_h * rng.uniform(0.8, 1.05))
+    win_h = int(cell_h * (rng.uniform(0.65, 1.15) if far else rng.uniform(0.8, 1.05)))
     margin_y = int(cell_h * rng.uniform(0.08, 0.4))
     margin_x = int(cell_h * rng.uniform(0.05, 0.4))
     # The point between integer and fraction drums is printed on the frame, in the frame's contrast
     # colour, and big enough (about a tenth of a cell) to survive the camera's downscale: a point the
     # camera erased would be a label the crop cannot show.
     dot_r = max(3, int(round(cell_w * rng.uniform(0.08, 0.12))))
-    dot_gap = max(gap, 2 * dot_r + 4)
+    # Water meters often frame their red drums in a red box, and print the point as a comma. `marks` 0
+    # draws nothing from rng (as `apart`).
+    boxed = marks > 0 and red > 0 and rng.random() < marks
+    comma = marks > 0 and point and rng.random() < 0.3
+    line = max(2, int(round(cell_h * rng.uniform(0.025, 0.045)))) if boxed else 0
+    room = line + max(1, gap // 4) if boxed else 0  # the box's line and its clearance round the drums
+    margin_x, margin_y = max(margin_x, room + line), max(margin_y, room + line)
+    dot_gap = max(gap, 2 * dot_r + 4) + (room + line if boxed else 0)  # the point clear of the box
     width = 2 * margin_x + digits * cell_w + (digits - 1) * gap + (dot_gap if point else 0)
     img = np.empty((win_h + 2 * margin_y, width, 3), np.float32)
     img[:] = frame
@@ -548,10 +568,19 @@ def _drum(
             bg = np.array((30, 30, 200) if not white_drums else (235, 235, 240), np.float32)
             ink = np.array((240, 240, 240) if not white_drums else (20, 20, 200), np.float32)
             if k == digits - red and point:
-                dot_ink = 235.0 if float(frame.mean()) < 128 else 15.0
+                dot_ink = (235.0 if float(frame.mean()) < 128 else 15.0,) * 3
                 baseline = margin_y + int(win_h / 2 + glyph_h * 0.45)
-                cv2.circle(img, (x + dot_gap // 2 - gap // 2, baseline), dot_r, (dot_ink,) * 3, -1)
+                cx = x + (dot_gap - room - line - gap) // 2 if boxed else x + dot_gap // 2 - gap // 2
+                cv2.circle(img, (cx, baseline), dot_r, dot_ink, -1)
+                if comma:  # a tail down and to the left, as long as the dot is wide
+                    tail = (cx - dot_r // 2, baseline + 2 * dot_r)
+                    cv2.line(img, (cx + dot_r // 2, baseline), tail, dot_ink, max(2, dot_r))
                 x += dot_gap
+            if k == digits - red and boxed:
+                x0, y0 = x - room, margin_y - room
+                x1, y1 = margin_x + width - 2 * margin_x + room - 1, margin_y + win_h + room - 1
+                cv2.rectangle(img, (x0 - line // 2, y0 - line // 2), (x1 + line // 2, y1 + line // 2),
+                              (30.0, 30.0, 190.0), line)  # fmt: skip
         img[margin_y : margin_y + win_h, x : x + cell_w] = bg + (ink - bg) * window[..., None]
         # darker at the window's top and bottom, where the drum turns away from the light
         x += cell_w + gap
@@ -817,38 +846,59 @@ _SEG7_DRAW: dict[str, Callable[[np.random.Generator], Crop]] = {
 }
 
 
+@dataclass(frozen=True)
+class Looks:
+    """Shares of crops drawn in looks the recipe's first two phases never drew; each share at 0 draws
+    nothing from rng, so every set rendered before it existed is the same, byte for byte.
+
+    Displays and counters drawn by another renderer, written apart from this one, showed each look:
+    - `tight`: crops cut tight round what they show (`_tight_box`), as users draw region boxes, the
+      rest with a surround;
+    - `spaced`: DSEG displays with their cells further apart (`_spaced_cells`), as LCD glass is made;
+    - `apart`: counters whose digits sit far apart on flat drums (`_drum`), so a turning drum shows
+      two fragments across a gap;
+    - `marks`: counters with their red drums framed in a red box, and a point sometimes printed as a
+      comma (`_drum`), as on water meters."""
+
+    tight: float = 0.0
+    spaced: float = 0.0
+    apart: float = 0.0
+    marks: float = 0.0
+
+
+PLAIN = Looks()
+
+
 def clean(
     rng: np.random.Generator,
     kind: str | None = None,
     motion: str = "even",
     faces: Sequence[str] | None = None,
     legible: bool = True,
-    tight: float = 0.0,
-    spaced: float = 0.0,
+    looks: Looks = PLAIN,
 ) -> Crop:
     """One crop without camera effects, of `kind` (or one drawn by WEIGHTS); drums turn by `motion` and
     are printed in one of `faces` (default: `_drum_face`'s mix; the faces bench and tests pick others),
-    bolder or thinner only where their digits keep their shape (`legible`, `_legible_digits`); that
-    share (`tight`) of crops cut tight round what they show (`_tight_box`), the rest with a surround;
-    that share (`spaced`) of DSEG displays with their cells further apart (`_spaced_cells`)."""
+    bolder or thinner only where their digits keep their shape (`legible`, `_legible_digits`); `looks`
+    says how many are drawn in which of the later looks (`Looks`)."""
     if kind is None:
         kind = str(rng.choice(list(WEIGHTS), p=np.array(list(WEIGHTS.values())) / sum(WEIGHTS.values())))
     if kind == "seg7":
         design = rng.random()  # our bevelled polygons, plain strokes, or a DSEG face
         name = "polygon" if design < 0.25 else "stroked" if design < 0.45 else "dseg"
-        c = _dseg(rng, "DSEG7", spaced) if name == "dseg" else _SEG7_DRAW[name](rng)
+        c = _dseg(rng, "DSEG7", looks.spaced) if name == "dseg" else _SEG7_DRAW[name](rng)
     elif kind == "seg14":
-        c = _dseg(rng, "DSEG14", spaced)
+        c = _dseg(rng, "DSEG14", looks.spaced)
     elif kind == "dotmatrix":
         c = _dotmatrix(rng)
     elif kind == "printed":
         c = _printed(rng)
     elif kind == "drum":
-        c = _drum(rng, motion, faces, legible)
+        c = _drum(rng, motion, faces, legible, looks.apart, looks.marks)
     else:
         raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
-    # `tight` 0 draws nothing from rng: every set rendered before it existed is the same, byte for byte
-    boxed = _tight_box(c.image, rng) if tight > 0 and rng.random() < tight else _surround(c.image, rng)
+    tight = looks.tight > 0 and rng.random() < looks.tight
+    boxed = _tight_box(c.image, rng) if tight else _surround(c.image, rng)
     return Crop(boxed, c.text, c.kind, c.value, c.digits)
 
 
@@ -859,12 +909,11 @@ def render(
     motion: str = "even",
     faces: Sequence[str] | None = None,
     legible: bool = True,
-    tight: float = 0.0,
-    spaced: float = 0.0,
+    looks: Looks = PLAIN,
 ) -> Crop:
-    """One labelled crop as a camera region would cut it (`legible`: see `_legible_digits`; `tight`
-    and `spaced`: see `clean`)."""
-    c = clean(rng, kind, motion, faces, legible, tight, spaced)
+    """One labelled crop as a camera region would cut it (`legible`: see `_legible_digits`; `looks`:
+    see `Looks`)."""
+    c = clean(rng, kind, motion, faces, legible, looks)
     return Crop(camera(c.image, rng, strength), c.text, c.kind, c.value, c.digits)
 
 
@@ -874,12 +923,12 @@ def render_set(
     kind: str | None = None,
     strength: float = 1.0,
     faces: Sequence[str] | None = None,
-    tight: float = 0.0,
-    spaced: float = 0.0,
+    looks: Looks = PLAIN,
+    motion: str = "even",
 ) -> list[Crop]:
     """`n` crops from one seed: the same seed gives the same crops (tests/test_meter_render.py)."""
     rng = np.random.default_rng(seed)
-    return [render(rng, kind, strength, faces=faces, tight=tight, spaced=spaced) for _ in range(n)]
+    return [render(rng, kind, strength, motion, faces, looks=looks) for _ in range(n)]
 
 
 SEG7_DESIGNS = tuple(_SEG7_DRAW)
