@@ -578,7 +578,7 @@ def _drum(
                 x += dot_gap
             if k == digits - red and boxed:
                 x0, y0 = x - room, margin_y - room
-                x1, y1 = margin_x + width - 2 * margin_x + room - 1, margin_y + win_h + room - 1
+                x1, y1 = width - margin_x + room - 1, margin_y + win_h + room - 1  # the last drum's right
                 cv2.rectangle(img, (x0 - line // 2, y0 - line // 2), (x1 + line // 2, y1 + line // 2),
                               (30.0, 30.0, 190.0), line)  # fmt: skip
         img[margin_y : margin_y + win_h, x : x + cell_w] = bg + (ink - bg) * window[..., None]
