@@ -377,7 +377,8 @@ def test_a_box_drawn_tight_round_the_digits_reads_every_digit(meter_engine: Engi
     # Users draw region boxes tight round the digits, and LCD glass spaces its cells wider than DSEG
     # does. Boxed so, a DSEG 1 or a point is the crop's first or last column: the model shipped before
     # (51ab8fe4), never trained on such crops and read without the edge columns repeated
-    # (`meter.sided`), read 53 / 48 / 55 of these 60 (seg7 / seg14 / drums); the shipped one 60 / 60 / 59.
+    # (`meter.sided`), read 53 / 48 / 55 of these 60 (seg7 / seg14 / drums); 0bff711d 60 / 60 / 59, the
+    # shipped one (98509a59) 60 / 60 / 58.
     looks = render.Looks(tight=1.0, spaced=1.0)
     crops = render.render_set(TEST_SEED + 80 + render.KINDS.index(kind), 60, kind, 0.5, looks=looks)
     right = sum(meter_engine.run_meter(c.image, DIGITS).text in render.neighbours(c) for c in crops)
