@@ -556,7 +556,7 @@ def _drum(
     line = max(2, int(round(cell_h * rng.uniform(0.025, 0.045)))) if boxed else 0
     room = line + max(1, gap // 4) if boxed else 0  # the box's line and its clearance round the drums
     margin_x, margin_y = max(margin_x, room + line), max(margin_y, room + line)
-    dot_gap = max(gap, 2 * dot_r + 4) + (room + line if boxed else 0)  # the point clear of the box
+    dot_gap = max(gap, 2 * dot_r + 4) + room + line  # the point clear of the box (both 0 unboxed)
     width = 2 * margin_x + digits * cell_w + (digits - 1) * gap + (dot_gap if point else 0)
     img = np.empty((win_h + 2 * margin_y, width, 3), np.float32)
     img[:] = frame
