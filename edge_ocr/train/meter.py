@@ -123,7 +123,11 @@ RECIPE: dict[str, Any] = {
     # the same phase otherwise: "even" drums with the far-apart look alone (those counters 0.900 / 9,
     # ours at 0-0.7 3,962 / 14); "natural" with it alone (0.905 / 14); points also drawn 0.4-1.0 as wide
     # (down to 2 px at 64, where the model before lost 9 of 102 points: those counters lost 19 points
-    # of 276, not 23, but read 0.904 / 15, held back drums 0.937 / 5.0%).
+    # of 276, not 23, but read 0.904 / 15, held back drums 0.937 / 5.0%). Nor as long as the second
+    # phase (8,000 steps at 5e-4, the far-apart look on half the counters; 52 min): it read the other
+    # renderer's counters 0.917 / 17 at the 0.3 floor, but 0.899 / 12 at 0.4, where this one reads
+    # 0.885 / 7, and 0.846 / 9 at 0.5 against 0.832 / 3: surer, not better. It read its displays
+    # 0.984 / 9, ours "natural" at 0.7 / 1.0 0.982 / 5, 0.956 / 8, far apart 0.962 / 2.
     "varied": {
         "steps": 3000,
         "lr": 3e-4,
