@@ -127,7 +127,12 @@ RECIPE: dict[str, Any] = {
     # phase (8,000 steps at 5e-4, the far-apart look on half the counters; 52 min): it read the other
     # renderer's counters 0.917 / 17 at the 0.3 floor, but 0.899 / 12 at 0.4, where this one reads
     # 0.885 / 7, and 0.846 / 9 at 0.5 against 0.832 / 3: surer, not better. It read its displays
-    # 0.984 / 9, ours "natural" at 0.7 / 1.0 0.982 / 5, 0.956 / 8, far apart 0.962 / 2.
+    # 0.984 / 9, ours "natural" at 0.7 / 1.0 0.982 / 5, 0.956 / 8, far apart 0.962 / 2. Nor with 30% of
+    # crops drawn small (text 8-20 px high, before the 0.8-1.2 spread; crops 15-60 px, median 25-32),
+    # though the other renderer's displays were misread only below 23 px (20 of the 111 there, none of
+    # the 889 above: a dropped minus or point, or a digit): those displays 0.986 / 10, but its counters
+    # 0.889 / 10 (small ones no better: 0.71 right of 107 caught turning, 0.72 before), ours "natural"
+    # at 0.5 / 0.7 / 1.0 0.985 / 3, 0.977 / 4, 0.943 / 8, far apart 0.936 / 5, boxed 0.960 / 9.
     "varied": {
         "steps": 3000,
         "lr": 3e-4,
