@@ -226,9 +226,31 @@ def test_each_later_look_draws_only_its_own_kind() -> None:
     plain = {k: digest(render.render_set(41, 30, k)) for k in render.KINDS}
     counters_only = render.Looks(apart=1.0, marks=1.0)
     displays_only = render.Looks(spaced=1.0)
+    seven_segment_only = render.Looks(forms=1.0)
     for kind in render.KINDS:
         drawn = digest(render.render_set(41, 30, kind, looks=counters_only))
         assert (drawn != plain[kind]) == (kind == "drum"), kind
         drawn = digest(render.render_set(41, 30, kind, looks=displays_only))
         assert (drawn != plain[kind]) == (kind in ("seg7", "seg14")), kind
+        drawn = digest(render.render_set(41, 30, kind, looks=seven_segment_only))
+        assert (drawn != plain[kind]) == (kind == "seg7"), kind
+
+
+def test_displays_draw_their_own_forms_of_6_7_and_9_under_the_same_label() -> None:
+    # Many LED and LCD drivers draw 6 and 9 without tails and 7 with a hook. Shown only the usual forms,
+    # the model read another renderer's tail-less 9 as 4 and its tail-less 6 as 5.
+    from edge_ocr.bench.meter import HOOKED_7, TAILLESS, seven_segment
+
+    def ink(text: str, forms: dict[str, str] | None = None) -> float:
+        img = seven_segment(text, ghost=0.0, slant_deg=0.0, forms=forms)
+        return float((255 - cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)).sum())
+
+    assert ink("4") < ink("9", TAILLESS) < ink("9")  # a 4 with its top: one segment from either
+    assert ink("6", TAILLESS) < ink("6") and ink("7") < ink("7", HOOKED_7)
+    assert seven_segment("8", forms=TAILLESS).tobytes() == seven_segment("8").tobytes()
+
+    crops = render.render_set(43, 120, "seg7", looks=render.Looks(forms=1.0), strength=0.0)
+    plain = render.render_set(43, 120, "seg7", strength=0.0)
+    assert [c.text for c in crops if "9" in c.text]  # labels say 9 whatever form draws it
+    assert digest(crops) != digest(plain)
 

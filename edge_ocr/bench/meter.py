@@ -18,7 +18,7 @@ Development tooling only: the daemon never imports this module.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -59,6 +59,17 @@ _GLYPHS = {
     "-": "g",
     " ": "",
 }
+# The other forms displays give three digits, by the decoder that drives them: 6 and 9 without their
+# tails (the 7447 family and many cheap LED and LCD drivers: a 6 like a lower-case b, a 9 like a 4 with
+# its top), and 7 with the upper left segment. A model shown only the forms above reads a tail-less 9 as
+# 4 and a tail-less 6 as 5, surely: both are one segment from either.
+TAILLESS = {"6": "cdefg", "9": "abcfg"}
+HOOKED_7 = {"7": "abcf"}
+
+
+def lit_by(glyph: str, forms: Mapping[str, str] | None = None) -> str:
+    """The segments `glyph` lights: its form in `forms` where that has one, else the usual one."""
+    return forms[glyph] if forms is not None and glyph in forms else _GLYPHS[glyph]
 
 
 def _parse(text: str) -> list[tuple[str, bool]]:
@@ -107,6 +118,7 @@ def seven_segment(
     pad: tuple[int, int] | None = None,
     bg: tuple[int, int, int] = LCD_BG,
     ink: tuple[int, int, int] = LCD_INK,
+    forms: Mapping[str, str] | None = None,
 ) -> np.ndarray:
     """The LCD window (BGR uint8) showing `text`: digits 0-9, '-', ' ' (a blank cell) and '.'.
 
@@ -114,7 +126,8 @@ def seven_segment(
     `thickness` * digit_h thick and small gaps between them. Every cell shows the unlit segments and
     its decimal point faintly at `ghost` (0: invisible, 1: as dark as lit ones). With `cells`, the
     text is right-aligned in that many digit cells (blank ones at the left) so the window's size is
-    fixed; `pad` is the (x, y) margin around the digits.
+    fixed; `pad` is the (x, y) margin around the digits. `forms` maps a digit to the segments it lights
+    where the display draws it otherwise (`TAILLESS`, `HOOKED_7`).
     """
     parsed = _parse(text)
     n = len(parsed) if cells is None else cells
@@ -144,7 +157,7 @@ def seven_segment(
 
     for i, (glyph, point) in enumerate(parsed):
         x0 = i * pitch
-        on = set(_GLYPHS[glyph])
+        on = set(lit_by(glyph, forms))
         for name, pts in polys.items():
             cv2.fillPoly(lit if name in on else dim, [place(pts, x0)], 255, cv2.LINE_AA)
         cx = x0 + w + (pitch - w) / 2 + dot * shear + px

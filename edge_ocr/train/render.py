@@ -314,7 +314,20 @@ def _bgr(c: tuple[int, ...]) -> tuple[int, int, int]:
     return (c[0], c[1], c[2])
 
 
-def _polygon_seg7(rng: np.random.Generator) -> Crop:
+def _digit_forms(rng: np.random.Generator, share: float) -> dict[str, str] | None:
+    """A display's own forms of 6, 7 and 9 (`bench.meter.TAILLESS`, `HOOKED_7`) for `share` of displays,
+    else None (the usual forms). A display draws every 6 and 9 one way, by its decoder: tail-less ones
+    on seven in ten of these, a hooked 7 on half. `share` 0 draws nothing from rng."""
+    from edge_ocr.bench.meter import HOOKED_7, TAILLESS
+
+    if share <= 0 or rng.random() >= share:
+        return None
+    tailless, hooked = rng.random() < 0.7, rng.random() < 0.5
+    forms = {**(TAILLESS if tailless or not hooked else {}), **(HOOKED_7 if hooked else {})}
+    return forms
+
+
+def _polygon_seg7(rng: np.random.Generator, forms: float = 0.0) -> Crop:
     from edge_ocr.bench.meter import seven_segment
 
     cells, blanks = _reading(rng)
@@ -324,16 +337,17 @@ def _polygon_seg7(rng: np.random.Generator) -> Crop:
         text, digit_h=FONT_PX, ghost=look.ghost, slant_deg=float(rng.uniform(0, 12)),
         thickness=float(rng.uniform(0.08, 0.17)), bg=_bgr(look.bg), ink=_bgr(look.ink),
         pad=(int(rng.uniform(0.05, 0.5) * FONT_PX), int(rng.uniform(0.1, 0.45) * FONT_PX)),
+        forms=_digit_forms(rng, forms),
     )  # fmt: skip
     return Crop(img, _label(cells, blanks), "seg7")
 
 
-def _stroked_seg7(rng: np.random.Generator) -> Crop:
+def _stroked_seg7(rng: np.random.Generator, forms: float = 0.0) -> Crop:
     """7-segment digits drawn as plain strokes, the way a quick drawing of a display draws them: no
     bevels, round or square ends, the segments touching or a little apart, of any weight and spacing,
     upright or slanted. Shown only the DSEG faces and our bevelled polygons, the model read 300 such
     readings at 0.957 / 0.900 exact (camera strength 0.5 / 1.0); trained on them too, 0.997 / 0.943."""
-    from edge_ocr.bench.meter import _GLYPHS  # the segments each glyph lights, as our polygons draw them
+    from edge_ocr.bench.meter import lit_by  # the segments each glyph lights, as our polygons draw them
 
     cells, blanks = _reading(rng)
     h = FONT_PX
@@ -344,6 +358,7 @@ def _stroked_seg7(rng: np.random.Generator) -> Crop:
     pitch = max(w + t + 2 * dot + 4, int(w * rng.uniform(1.2, 1.8)))
     inset = int(t * rng.uniform(0.0, 1.0))
     square = rng.random() < 0.5
+    own = _digit_forms(rng, forms)
     m = t + 2
     ink = np.zeros((h + 2 * m + t, 2 * m + len(cells) * pitch), np.uint8)
     ghost = np.zeros_like(ink)
@@ -358,7 +373,7 @@ def _stroked_seg7(rng: np.random.Generator) -> Crop:
             "f": ((x0, y0 + inset), (x0, mid - inset)),
             "g": ((x0 + inset, mid), (x0 + w - inset, mid)),
         }
-        lit = _GLYPHS[" " if i < blanks else cell[0]]
+        lit = lit_by(" " if i < blanks else cell[0], own)
         for seg, (p0, p1) in ends.items():
             for canvas in (ghost, ink) if seg in lit else (ghost,):
                 if square:
@@ -841,8 +856,8 @@ def camera(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> 
 
 
 # The 7-segment designs, each a drawer of one crop: `clean` mixes them, `seg7_set` draws one alone.
-_SEG7_DRAW: dict[str, Callable[[np.random.Generator], Crop]] = {
-    "dseg": lambda rng: _dseg(rng, "DSEG7"), "polygon": _polygon_seg7, "stroked": _stroked_seg7,
+_SEG7_DRAW: dict[str, Callable[..., Crop]] = {
+    "dseg": lambda rng, forms=0.0: _dseg(rng, "DSEG7"), "polygon": _polygon_seg7, "stroked": _stroked_seg7,
 }
 
 
@@ -858,12 +873,15 @@ class Looks:
     - `apart`: counters whose digits sit far apart on flat drums (`_drum`), so a turning drum shows
       two fragments across a gap;
     - `marks`: counters with their red drums framed in a red box, and a point sometimes printed as a
-      comma (`_drum`), as on water meters."""
+      comma (`_drum`), as on water meters;
+    - `forms`: 7-segment displays (our polygons and strokes) whose decoder draws 6 and 9 without tails
+      or 7 with a hook (`_digit_forms`), as many LED and LCD drivers do."""
 
     tight: float = 0.0
     spaced: float = 0.0
     apart: float = 0.0
     marks: float = 0.0
+    forms: float = 0.0
 
 
 PLAIN = Looks()
@@ -886,7 +904,7 @@ def clean(
     if kind == "seg7":
         design = rng.random()  # our bevelled polygons, plain strokes, or a DSEG face
         name = "polygon" if design < 0.25 else "stroked" if design < 0.45 else "dseg"
-        c = _dseg(rng, "DSEG7", looks.spaced) if name == "dseg" else _SEG7_DRAW[name](rng)
+        c = _dseg(rng, "DSEG7", looks.spaced) if name == "dseg" else _SEG7_DRAW[name](rng, looks.forms)
     elif kind == "seg14":
         c = _dseg(rng, "DSEG14", looks.spaced)
     elif kind == "dotmatrix":
