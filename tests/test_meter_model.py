@@ -81,6 +81,24 @@ def test_int8_reads_like_fp32(meter_engine: Engine) -> None:
     assert same >= 57, f"INT8 and FP32 agree on {same} of 60 crops"
 
 
+def test_int8_weights_leave_room_for_x86_sums_without_vnni() -> None:
+    # x86 without VNNI multiplies u8 inputs by s8 weights in pairs summed in int16 (vpmaddubsw): with
+    # 8-bit weights a bright pixel's pair (2 x 255 x 127) saturates. The first convolution sees the
+    # whole u8 range, and saturation cost another renderer's displays and counters 2 points each, INT8
+    # alone (tail-less 9s read as 4, small points dropped). 7-bit weights cannot overflow.
+    import onnx
+    from onnx import numpy_helper
+
+    variant = load_manifest(MODELS)["sets"]["meter"]["models"]["meter"]["variants"]["int8"]
+    graph = onnx.load(str(MODELS / variant["file"])).graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    dequantized = [weights.get(n.input[0]) for n in graph.node if n.op_type == "DequantizeLinear"]
+    convs = [w for w in dequantized if w is not None and w.dtype == np.int8 and w.ndim == 4]
+    assert len(convs) == 6, "every convolution runs INT8"
+    for w in convs:
+        assert 2 * 255 * int(np.abs(w.astype(np.int32)).max()) <= 32767, w.shape
+
+
 def test_an_altered_meter_model_is_refused(tmp_path: Path) -> None:
     models = tmp_path / "models"
     shutil.copytree(MODELS / "meter", models / "meter")
