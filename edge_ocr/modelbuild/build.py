@@ -174,7 +174,8 @@ def _build_set(models_dir: Path, mset: ModelSet, wheels: list[Path] | None) -> d
                 "precision": "fp32", "source_member": spec.member, "source_sha256": _sha256(members[role]),
                 **({"source_wheel": spec.wheel.filename} if spec.wheel else {}),
                 **({"dictionary": spec.dictionary} if spec.dictionary else {}),
-                "graph_rewrites": rewrites,
+                "graph_rewrites": {**{k: v for k, v in rewrites.items() if k != "max_abs_output_change"},
+                                   "outputs_moved_within": graphfuse.TOLERANCE},
             },
         }  # fmt: skip
         calib = _load_calibration(mset.name, role) if spec.recipe is not None else None

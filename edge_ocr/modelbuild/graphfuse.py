@@ -315,8 +315,14 @@ def _fold_affine_into_pointwise_conv(gr: _Graph) -> int:
     return done
 
 
+# The most a rewrite may move any output on the probe input. The manifest records this bound, not the
+# measured change: that depends on the CPU's float kernels (1.79e-07 with AVX-512, 2.38e-07 with AVX2
+# for the same rewrite), and a fresh device must build the very manifest that is committed.
+TOLERANCE = 1e-4
+
+
 def fuse(
-    model_bytes: bytes, probe_shape: tuple[int, ...], tolerance: float = 1e-4
+    model_bytes: bytes, probe_shape: tuple[int, ...], tolerance: float = TOLERANCE
 ) -> tuple[bytes, dict[str, Any]]:
     """The rewritten model and a report: how many of each rewrite, and the largest output change on
     a fixed pseudo-random input of probe_shape. Raises ValueError if the outputs moved more."""
