@@ -56,7 +56,7 @@ RECIPE = Recipe(
     # x86's u8s8 kernels without VNNI (`vpmaddubsw`, docs/deploy.md); ARM and VNNI sum in int32 and lose
     # only the eighth bit. The first convolution sees the whole u8 range (its input is stretched to
     # -1..1), and there saturation cost INT8 what another renderer's crops show and ours hardly do: of
-    # 1,000 of its displays and 1,000 of its counters (model 98509a59, this CPU), 8-bit weights read
+    # 1,000 of its displays and 1,000 of its counters (model 98509a59, AVX2 without VNNI), 8-bit weights read
     # 0.934 and 0.931 / 41 wrong above the last digit past the floor, where FP32 reads 0.954 and 0.951 /
     # 33 and 7-bit weights 0.954 and 0.951 / 31: tail-less 9s read as 4 and small points dropped by
     # INT8 alone. Keeping the first convolution FP32 read as well but ran at 1.09x FP32; no calibration

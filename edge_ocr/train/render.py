@@ -323,8 +323,7 @@ def _digit_forms(rng: np.random.Generator, share: float) -> dict[str, str] | Non
     if share <= 0 or rng.random() >= share:
         return None
     tailless, hooked = rng.random() < 0.7, rng.random() < 0.5
-    forms = {**(TAILLESS if tailless or not hooked else {}), **(HOOKED_7 if hooked else {})}
-    return forms
+    return {**(TAILLESS if tailless or not hooked else {}), **(HOOKED_7 if hooked else {})}
 
 
 def _polygon_seg7(rng: np.random.Generator, forms: float = 0.0) -> Crop:
@@ -855,9 +854,10 @@ def camera(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> 
 # --- entry points -----------------------------------------------------------------------------------
 
 
-# The 7-segment designs, each a drawer of one crop: `clean` mixes them, `seg7_set` draws one alone.
-_SEG7_DRAW: dict[str, Callable[..., Crop]] = {
-    "dseg": lambda rng, forms=0.0: _dseg(rng, "DSEG7"), "polygon": _polygon_seg7, "stroked": _stroked_seg7,
+# The 7-segment designs, each a drawer of one crop with a share of displays in their decoder's own forms
+# (`_digit_forms`; a DSEG face draws its own): `clean` mixes them, `seg7_set` draws one alone.
+_SEG7_DRAW: dict[str, Callable[[np.random.Generator, float], Crop]] = {
+    "dseg": lambda rng, forms: _dseg(rng, "DSEG7"), "polygon": _polygon_seg7, "stroked": _stroked_seg7,
 }
 
 
@@ -959,6 +959,6 @@ def seg7_set(seed: int, n: int, design: str, strength: float = 1.0) -> list[Crop
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        c = draw(rng)
+        c = draw(rng, 0.0)
         out.append(Crop(camera(_surround(c.image, rng), rng, strength), c.text, c.kind))
     return out
