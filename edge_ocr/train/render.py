@@ -508,6 +508,7 @@ def _drum(
     legible: bool = True,
     apart: float = 0.0,
     marks: float = 0.0,
+    points: float = 0.0,
 ) -> Crop:
     digits = int(rng.integers(4, 10))
     red = int(rng.choice([0, 0, 1, 2, 3])) if digits > 4 else 0
@@ -567,10 +568,16 @@ def _drum(
     # draws nothing from rng (as `apart`).
     boxed = marks > 0 and red > 0 and rng.random() < marks
     comma = marks > 0 and point and rng.random() < 0.3
+    # Many faceplates print the point lower, between the windows' bottom corners or on the frame below
+    # them, and smaller, in the usual gap between drums. `points` 0 draws nothing from rng (as `apart`).
+    low = points > 0 and point and rng.random() < points
+    if low:
+        dot_r = max(2, int(round(cell_w * rng.uniform(0.06, 0.1))))
+        drop = float(rng.uniform(0.0, 1.0))  # from the digits' baseline (0) to the window's bottom edge (1)
     line = max(2, int(round(cell_h * rng.uniform(0.025, 0.045)))) if boxed else 0
     room = line + max(1, gap // 4) if boxed else 0  # the box's line and its clearance round the drums
     margin_x, margin_y = max(margin_x, room + line), max(margin_y, room + line)
-    dot_gap = max(gap, 2 * dot_r + 4) + room + line  # the point clear of the box (both 0 unboxed)
+    dot_gap = max(gap, 2 * dot_r + (2 if low else 4)) + room + line  # clear of the box (both 0 unboxed)
     width = 2 * margin_x + digits * cell_w + (digits - 1) * gap + (dot_gap if point else 0)
     img = np.empty((win_h + 2 * margin_y, width, 3), np.float32)
     img[:] = frame
@@ -582,13 +589,15 @@ def _drum(
             bg = np.array((30, 30, 200) if not white_drums else (235, 235, 240), np.float32)
             ink = np.array((240, 240, 240) if not white_drums else (20, 20, 200), np.float32)
             if k == digits - red and point:
-                dot_ink = (235.0 if float(frame.mean()) < 128 else 15.0,) * 3
                 baseline = margin_y + int(win_h / 2 + glyph_h * 0.45)
+                if low:  # never past the image's bottom edge: half a point is not a point
+                    under = win_h / 2 - glyph_h * 0.45  # the baseline to the window's bottom edge
+                    below = min(under + dot_r, margin_y + win_h / 2 - glyph_h * 0.45 - dot_r)
+                    baseline += int(drop * max(0.0, below))
                 cx = x + (dot_gap - room - line - gap) // 2 if boxed else x + dot_gap // 2 - gap // 2
-                cv2.circle(img, (cx, baseline), dot_r, dot_ink, -1)
-                if comma:  # a tail down and to the left, as long as the dot is wide
-                    tail = (cx - dot_r // 2, baseline + 2 * dot_r)
-                    cv2.line(img, (cx + dot_r // 2, baseline), tail, dot_ink, max(2, dot_r))
+                spot = (cx, baseline)
+                if not low:
+                    _print_point(img, spot, dot_r, comma, 235.0 if float(frame.mean()) < 128 else 15.0)
                 x += dot_gap
             if k == digits - red and boxed:
                 x0, y0 = x - room, margin_y - room
@@ -599,7 +608,16 @@ def _drum(
         # darker at the window's top and bottom, where the drum turns away from the light
         x += cell_w + gap
     img = _drum_light(img, margin_y, win_h, shade)
+    if low:  # printed on the flat faceplate, after the drums' light: in contrast to the frame as lit there
+        _print_point(img, spot, dot_r, comma, 235.0 if float(img[spot[1], spot[0]].mean()) < 128 else 15.0)
     return Crop(np.clip(img, 0, 255).astype(np.uint8), text, "drum", value=value, digits=digits)
+
+
+def _print_point(img: np.ndarray, at: tuple[int, int], r: int, comma: bool, ink: float) -> None:
+    cx, y = at
+    cv2.circle(img, (cx, y), r, (ink,) * 3, -1)
+    if comma:  # a tail down and to the left, as long as the dot is wide
+        cv2.line(img, (cx + r // 2, y), (cx - r // 2, y + 2 * r), (ink,) * 3, max(2, r))
 
 
 HERSHEY_WEIGHTS = (1.5, 2.5, 4.0)  # a Hershey face's stroke, px for every 24 px of size (fonts.hershey_face)
@@ -874,6 +892,8 @@ class Looks:
       two fragments across a gap;
     - `marks`: counters with their red drums framed in a red box, and a point sometimes printed as a
       comma (`_drum`), as on water meters;
+    - `points`: counters whose printed point sits lower, down to the windows' bottom edge, and is
+      smaller (`_drum`), as many faceplates print it;
     - `forms`: 7-segment displays (our polygons and strokes) whose decoder draws 6 and 9 without tails
       or 7 with a hook (`_digit_forms`), as many LED and LCD drivers do."""
 
@@ -882,6 +902,7 @@ class Looks:
     apart: float = 0.0
     marks: float = 0.0
     forms: float = 0.0
+    points: float = 0.0
 
 
 PLAIN = Looks()
@@ -912,7 +933,7 @@ def clean(
     elif kind == "printed":
         c = _printed(rng)
     elif kind == "drum":
-        c = _drum(rng, motion, faces, legible, looks.apart, looks.marks)
+        c = _drum(rng, motion, faces, legible, looks.apart, looks.marks, looks.points)
     else:
         raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
     tight = looks.tight > 0 and rng.random() < looks.tight
