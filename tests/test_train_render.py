@@ -224,7 +224,7 @@ def test_each_later_look_draws_only_its_own_kind() -> None:
     # crops in every phase and set that uses the look: the held-back sets, benches and tests that ask
     # for counters drawn far apart must keep their displays as they were.
     plain = {k: digest(render.render_set(41, 30, k)) for k in render.KINDS}
-    counters_only = render.Looks(apart=1.0, marks=1.0, points=1.0)
+    counters_only = render.Looks(apart=1.0, marks=1.0, points=1.0, dark_red=1.0)
     displays_only = render.Looks(spaced=1.0)
     seven_segment_only = render.Looks(forms=1.0)
     for kind in render.KINDS:

@@ -509,6 +509,7 @@ def _drum(
     apart: float = 0.0,
     marks: float = 0.0,
     points: float = 0.0,
+    dark_red: float = 0.0,
 ) -> Crop:
     digits = int(rng.integers(4, 10))
     red = int(rng.choice([0, 0, 1, 2, 3])) if digits > 4 else 0
@@ -574,6 +575,12 @@ def _drum(
     if low:
         dot_r = max(2, int(round(cell_w * rng.uniform(0.06, 0.1))))
         drop = float(rng.uniform(0.0, 1.0))  # from the digits' baseline (0) to the window's bottom edge (1)
+    # Red drums with black digits, on reds from dull to bright: gray, the digits stand at least 40 levels
+    # below the drum. `dark_red` 0 draws nothing from rng (as `apart`).
+    red_bg, red_ink = (30.0, 30.0, 200.0), (240.0, 240.0, 240.0)
+    if dark_red > 0 and red > 0 and not white_drums and rng.random() < dark_red:
+        red_bg = (float(rng.uniform(20, 50)), float(rng.uniform(20, 50)), float(rng.uniform(150, 215)))
+        red_ink = (float(rng.uniform(5, 20)),) * 3
     line = max(2, int(round(cell_h * rng.uniform(0.025, 0.045)))) if boxed else 0
     room = line + max(1, gap // 4) if boxed else 0  # the box's line and its clearance round the drums
     margin_x, margin_y = max(margin_x, room + line), max(margin_y, room + line)
@@ -586,8 +593,8 @@ def _drum(
         window = _drum_window(strip, p, win_h, curve, shade)
         bg, ink = drum_bg, drum_ink
         if k >= digits - red:
-            bg = np.array((30, 30, 200) if not white_drums else (235, 235, 240), np.float32)
-            ink = np.array((240, 240, 240) if not white_drums else (20, 20, 200), np.float32)
+            bg = np.array(red_bg if not white_drums else (235, 235, 240), np.float32)
+            ink = np.array(red_ink if not white_drums else (20, 20, 200), np.float32)
             if k == digits - red and point:
                 baseline = margin_y + int(win_h / 2 + glyph_h * 0.45)
                 if low:  # never past the image's bottom edge: half a point is not a point
@@ -894,6 +901,7 @@ class Looks:
       comma (`_drum`), as on water meters;
     - `points`: counters whose printed point sits lower, down to the windows' bottom edge, and is
       smaller (`_drum`), as many faceplates print it;
+    - `dark_red`: counters whose red drums print black digits on a duller or brighter red (`_drum`);
     - `forms`: 7-segment displays (our polygons and strokes) whose decoder draws 6 and 9 without tails
       or 7 with a hook (`_digit_forms`), as many LED and LCD drivers do."""
 
@@ -903,6 +911,7 @@ class Looks:
     marks: float = 0.0
     forms: float = 0.0
     points: float = 0.0
+    dark_red: float = 0.0
 
 
 PLAIN = Looks()
@@ -933,7 +942,7 @@ def clean(
     elif kind == "printed":
         c = _printed(rng)
     elif kind == "drum":
-        c = _drum(rng, motion, faces, legible, looks.apart, looks.marks, looks.points)
+        c = _drum(rng, motion, faces, legible, looks.apart, looks.marks, looks.points, looks.dark_red)
     else:
         raise ValueError(f"unknown kind {kind!r}; one of {KINDS}")
     tight = looks.tight > 0 and rng.random() < looks.tight
