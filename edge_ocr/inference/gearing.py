@@ -50,7 +50,7 @@ def geared(chars: Sequence[str], digits: Sequence[np.ndarray | None]) -> list[st
         d = dist[k]
         b = int(d.argmax())
         lo = max(((b - 1) % 10, b), key=lambda x: d[x] + d[(x + 1) % 10])
-        # math.prod, not np.prod: these are a few Python floats, and np.prod's array costs 3 us a call,
+        # math.prod, not np.prod: these are a few Python floats, and np.prod's array costs 5 us a call,
         # two calls a drum, up to six decodes a crop
         turning = TURNING_PRIOR * float(d[lo] + d[(lo + 1) % 10]) * math.prod(wrap[k + 1 :])
         odds = turning / max(math.prod(best[k:]), 1e-12)

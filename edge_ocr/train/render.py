@@ -604,7 +604,7 @@ def _drum(
                 cx = x + (dot_gap - room - line - gap) // 2 if boxed else x + dot_gap // 2 - gap // 2
                 spot = (cx, baseline)
                 if not low:
-                    _print_point(img, spot, dot_r, comma, 235.0 if float(frame.mean()) < 128 else 15.0)
+                    _print_point(img, spot, dot_r, comma, float(frame.mean()))
                 x += dot_gap
             if k == digits - red and boxed:
                 x0, y0 = x - room, margin_y - room
@@ -616,12 +616,15 @@ def _drum(
         x += cell_w + gap
     img = _drum_light(img, margin_y, win_h, shade)
     if low:  # printed on the flat faceplate, after the drums' light: in contrast to the frame as lit there
-        _print_point(img, spot, dot_r, comma, 235.0 if float(img[spot[1], spot[0]].mean()) < 128 else 15.0)
+        _print_point(img, spot, dot_r, comma, float(img[spot[1], spot[0]].mean()))
     return Crop(np.clip(img, 0, 255).astype(np.uint8), text, "drum", value=value, digits=digits)
 
 
-def _print_point(img: np.ndarray, at: tuple[int, int], r: int, comma: bool, ink: float) -> None:
+def _print_point(img: np.ndarray, at: tuple[int, int], r: int, comma: bool, behind: float) -> None:
+    """A printed point (a comma with `comma`) of radius `r` at `at`, light on a surface darker than
+    mid-gray (`behind`), dark on a lighter one."""
     cx, y = at
+    ink = 235.0 if behind < 128 else 15.0
     cv2.circle(img, (cx, y), r, (ink,) * 3, -1)
     if comma:  # a tail down and to the left, as long as the dot is wide
         cv2.line(img, (cx + r // 2, y), (cx - r // 2, y + 2 * r), (ink,) * 3, max(2, r))
