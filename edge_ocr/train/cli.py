@@ -100,8 +100,9 @@ def write_card(report: dict, path: Path) -> None:
         "held_back_scoring": "read by the runtime's MeterReader (the crop cut to the rows anything is "
         "drawn on where a loose box left plain face above and below; turning drums decided jointly, a weak "
         "reading or one that left a character half seen looked at again in four or five framings, the "
-        "fifth round the digits' band, and a sure one read a quarter wider and looked at again so when that "
-        "reads otherwise); a drum reading is right if it is the value of either "
+        "fifth round the digits' band, a sure one read a quarter wider and looked at again so when that "
+        "reads otherwise, and one surer still taken as read); a drum reading is right if it is the value of "
+        "either "
         "neighbouring drum position when the last drum is more than "
         f"{render.MOTION:.0%} of a digit away from both (in motion), else only the nearest",
     }
