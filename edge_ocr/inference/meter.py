@@ -285,9 +285,9 @@ class MeterReader:
         for crop in (sided(fitted(c)) for c in crops):
             probs = masked(self._probs(prepare(crop)), mask)
             first = self._decode(probs)
-            sure = weakest(first)
-            if sure >= SECOND_LOOK_BELOW and unread(probs) < UNREAD_BELOW:
-                if sure >= CHECK_BELOW and self._point_unread(probs, first) < POINT_UNREAD_BELOW:
+            least = weakest(first)
+            if least >= SECOND_LOOK_BELOW and unread(probs) < UNREAD_BELOW:
+                if least >= CHECK_BELOW and self._point_unread(probs, first) < POINT_UNREAD_BELOW:
                     out.append(first)
                     continue
                 check = self._look(wider(crop), mask)
