@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from edge_ocr.errors import ModelError
+from edge_ocr.inference.ctc import Decoded
+from edge_ocr.inference.meter import MeterReader, fitted, prepare, sided
 from edge_ocr.models import default_models_dir, load_manifest
 from edge_ocr.pipeline import Engine, EngineSettings
 
@@ -269,22 +271,37 @@ class _Counting:
         return self.session.run(*args)  # type: ignore[attr-defined]
 
 
-def test_a_weak_reading_gets_a_second_look_a_sure_one_a_check_and_a_surer_one_neither() -> None:
+def _counting_reader() -> tuple[_Counting, MeterReader]:
+    """A reader of the shipped FP32 model whose session counts its runs."""
     import onnxruntime as ort
-
-    from edge_ocr.inference.meter import CHECK_BELOW, SECOND_LOOK_BELOW, MeterReader, framings, weakest
 
     session = _Counting(ort.InferenceSession(str(MODELS / "meter" / "meter_crnn.fp32.onnx"),
                                              providers=["CPUExecutionProvider"]))  # fmt: skip
-    reader = MeterReader(session)  # type: ignore[arg-type]
+    return session, MeterReader(session)  # type: ignore[arg-type]
+
+
+def _nth_crop(seed: int, kind: str, strength: float, n: int) -> render.Crop:
+    """The n-th crop (from 1) `render.render` draws of `kind` from `seed`."""
+    rng = np.random.default_rng(seed)
+    return [render.render(rng, kind, strength) for _ in range(n)][-1]
+
+
+def _first_look(reader: MeterReader, img: np.ndarray) -> Decoded:
+    """What `MeterReader.read` reads before any check or second look."""
+    return reader._look(prepare(sided(fitted(img))), reader.mask(DIGITS))
+
+
+def test_a_weak_reading_gets_a_second_look_a_sure_one_a_check_and_a_surer_one_neither() -> None:
+    from edge_ocr.inference.meter import CHECK_BELOW, SECOND_LOOK_BELOW, framings, weakest
+
+    session, reader = _counting_reader()
     sharp = render.clean(np.random.default_rng(TEST_SEED + 99), "printed")
     (d,) = reader.read([sharp.image], DIGITS)
     assert d.text == sharp.text and weakest(d) >= CHECK_BELOW
     assert session.runs == 1  # sure past the check's bound, no point half seen: taken as read
     # A printed reading at camera strength 0.5 (the 9th crop of this seed) the model reads right but
     # less surely: read a quarter wider too, the same reading, so no more looks
-    rng = np.random.default_rng(4_500_000)
-    crop = [render.render(rng, "printed", 0.5) for _ in range(9)][-1]
+    crop = _nth_crop(4_500_000, "printed", 0.5, 9)
     session.runs = 0
     (d,) = reader.read([crop.image], DIGITS)
     assert d.text == crop.text == "9418.2" and SECOND_LOOK_BELOW <= weakest(d) < CHECK_BELOW
@@ -297,20 +314,15 @@ def test_a_weak_reading_gets_a_second_look_a_sure_one_a_check_and_a_surer_one_ne
 
 
 def test_a_sure_misread_that_reads_otherwise_a_quarter_wider_gets_the_second_look() -> None:
-    import onnxruntime as ort
+    from edge_ocr.inference.meter import SECOND_LOOK_BELOW, weakest
 
-    from edge_ocr.inference.meter import SECOND_LOOK_BELOW, MeterReader, fitted, prepare, sided, weakest
-
-    session = _Counting(ort.InferenceSession(str(MODELS / "meter" / "meter_crnn.fp32.onnx"),
-                                             providers=["CPUExecutionProvider"]))  # fmt: skip
-    reader = MeterReader(session)  # type: ignore[arg-type]
+    session, reader = _counting_reader()
     # A blurred 7-segment display at full camera strength (the 28th crop of this seed): read as it is,
     # the model is sure of -539429, a 2 and the point lost (with model 9331df83 it was the 44th crop of
     # seed 4,400,003, 8.23 read 823; with 98509a59 this one too, a 2 lost; with 51ab8fe4 the 47th of
     # 4,400,000, a lit point lost)
-    rng = np.random.default_rng(4_400_001)
-    crop = [render.render(rng, "seg7", 1.0) for _ in range(28)][-1]
-    first = reader._look(prepare(sided(fitted(crop.image))), reader.mask(DIGITS))
+    crop = _nth_crop(4_400_001, "seg7", 1.0, 28)
+    first = _first_look(reader, crop.image)
     assert first.text != crop.text and weakest(first) >= SECOND_LOOK_BELOW
     session.runs = 0
     (d,) = reader.read([crop.image], DIGITS)
@@ -319,19 +331,14 @@ def test_a_sure_misread_that_reads_otherwise_a_quarter_wider_gets_the_second_loo
 
 
 def test_a_reading_surer_than_the_check_but_with_a_point_half_seen_is_checked() -> None:
-    import onnxruntime as ort
+    from edge_ocr.inference.meter import CHECK_BELOW, weakest
 
-    from edge_ocr.inference.meter import CHECK_BELOW, MeterReader, fitted, prepare, sided, weakest
-
-    session = _Counting(ort.InferenceSession(str(MODELS / "meter" / "meter_crnn.fp32.onnx"),
-                                             providers=["CPUExecutionProvider"]))  # fmt: skip
-    reader = MeterReader(session)  # type: ignore[arg-type]
+    session, reader = _counting_reader()
     # A 7-segment display at full camera strength (the 613th crop of this seed): read as it is, every
     # digit is surer than the check's bound, but the point and a 6 are lost (0006.60 read 00060); the
     # point's probability in the frames the best path passed over gives it away
-    rng = np.random.default_rng(9_100_501)
-    crop = [render.render(rng, "seg7", 1.0) for _ in range(613)][-1]
-    first = reader._look(prepare(sided(fitted(crop.image))), reader.mask(DIGITS))
+    crop = _nth_crop(9_100_501, "seg7", 1.0, 613)
+    first = _first_look(reader, crop.image)
     assert first.text == "00060" and weakest(first) >= CHECK_BELOW
     session.runs = 0
     (d,) = reader.read([crop.image], DIGITS)
@@ -384,7 +391,6 @@ def test_a_sure_reading_that_left_a_character_half_seen_is_flagged() -> None:
 
 
 def test_the_reading_most_looks_agree_on_wins() -> None:
-    from edge_ocr.inference.ctc import Decoded
     from edge_ocr.inference.meter import agreed
 
     looks = [Decoded("0123", 0.6, (0.9, 0.9, 0.9, 0.2)), Decoded("0128", 0.9, (0.9, 0.9, 0.9, 0.9)),
@@ -426,8 +432,6 @@ def test_a_box_drawn_generously_round_a_display_reads_like_a_tight_one(meter_eng
     # Users draw region boxes by hand: plain face above and below the digits must not turn a reading
     # into a sure misread (before `fitted`, 7-segment crops with their height again as plain face read
     # 0.56-0.75 exact, counters 0.52-0.81).
-    from edge_ocr.inference.meter import fitted
-
     def generous(img: np.ndarray) -> np.ndarray:
         h = img.shape[0]
         return on_plain_face(img, h, h // 4)
